@@ -1,0 +1,295 @@
+"""The loopback stack: Redis, N uWSGI instances and nginx on 127.0.0.1, no systemd.
+
+Rendered from the same templates as a deployment (only paths and addresses differ), so tests and
+developers exercise the real configuration with the real processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from siokit.facts import local_facts
+from siokit.render import ROOT, render_all
+
+READY_TIMEOUT = 30.0
+STOP_TIMEOUT = 10.0
+
+
+@dataclass
+class LocalStack:
+    state_dir: Path
+    port: int = 8080
+    instances: int = 2
+    balance: str = "ip_hash"
+    sockets: int = 2000
+    redis_port: int = 0
+    app_ports: list[int] = field(default_factory=list)
+    redis_password: str = ""
+    admin_secret: str = ""
+    pids: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def rendered(self) -> Path:
+        return self.state_dir / "rendered"
+
+    @property
+    def state_file(self) -> Path:
+        return self.state_dir / "stack.json"
+
+    def save(self) -> None:
+        data = asdict(self)
+        data["state_dir"] = str(self.state_dir)
+        self.state_file.write_text(json.dumps(data, indent=2))
+        self.state_file.chmod(0o600)  # holds the generated secrets
+
+    @classmethod
+    def load(cls, state_dir: Path) -> LocalStack:
+        data = json.loads((state_dir / "stack.json").read_text())
+        data["state_dir"] = Path(data["state_dir"])
+        return cls(**data)
+
+    def variables(self) -> dict[str, Any]:
+        """Template variables for loopback: the role defaults with local paths and addresses."""
+        s = self.state_dir
+        venv = Path(sys.prefix)
+        return {
+            "siokit_plan_input": {
+                "sockets": self.sockets,
+                "source_ips": 1,
+                "colocated": True,
+                "uwsgi_instances_per_host": self.instances,
+                "app": local_facts(),
+            },
+            "siokit_redis_password": self.redis_password,
+            "siokit_admin_secret": self.admin_secret,
+            "siokit_redis_host": "127.0.0.1",
+            "siokit_redis_port": self.redis_port,
+            "nginx_user": "",
+            "nginx_pid_file": str(s / "nginx.pid"),
+            "nginx_error_log": str(s / "nginx-error.log"),
+            "nginx_error_log_level": "notice",
+            "nginx_access_log": str(s / "nginx-access.log"),
+            "nginx_temp_dir": str(s / "nginx-tmp"),
+            "nginx_site_path": str(self.rendered / "nginx" / "siokit.conf"),
+            "nginx_listen": f"127.0.0.1:{self.port}",
+            "nginx_status_listen": f"127.0.0.1:{self.port + 1}",
+            "nginx_balance": self.balance,
+            "nginx_upstream_servers": [f"127.0.0.1:{p}" for p in self.app_ports],
+            "app_base_port": self.app_ports[0],
+            "app_bind_address": "127.0.0.1",
+            "app_virtualenv": str(venv),
+            "app_uwsgi_binary": str(venv / "bin" / "uwsgi"),
+            "app_src_dir": str(ROOT),
+            "app_run_dir": str(s / "run"),
+            "app_ini_file": str(self.rendered / "uwsgi" / "siokit.ini"),
+            "app_env_file": str(self.rendered / "uwsgi" / "siokit.env"),
+            "app_cors_origins": "*",
+            "redis_bind_addresses": ["127.0.0.1"],
+            "redis_supervised": "no",
+            "redis_dir": str(s / "redis"),
+            "redis_pidfile": str(s / "redis.pid"),
+            "redis_logfile": str(s / "redis.log"),
+        }
+
+
+def _free_port(start: int) -> int:
+    for port in range(start, start + 1000):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port from {start}")
+
+
+def _read_env_file(path: Path) -> dict[str, str]:
+    env = {}
+    for line in path.read_text().splitlines():
+        if line and not line.startswith("#") and "=" in line:
+            key, _, value = line.partition("=")
+            env[key] = value
+    return env
+
+
+def _spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> int:
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=env, start_new_session=True,
+        )
+    return proc.pid
+
+
+def _wait_http(url: str, deadline: float) -> None:
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError as exc:
+            last = exc
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer within {READY_TIMEOUT:.0f} s: {last}")
+
+
+def _wait_tcp(port: int, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {READY_TIMEOUT:.0f} s")
+
+
+def up(stack: LocalStack) -> LocalStack:
+    for tool in ("redis-server", "nginx"):
+        if not shutil.which(tool, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin"):
+            raise RuntimeError(f"{tool} is not installed (make deps installs it)")
+    uwsgi = Path(sys.prefix) / "bin" / "uwsgi"
+    if not uwsgi.exists():
+        raise RuntimeError(f"{uwsgi} is missing (make venv builds uWSGI with SSL)")
+    s = stack.state_dir
+    for sub in ("run", "redis", "nginx-tmp", "logs"):
+        (s / sub).mkdir(parents=True, exist_ok=True)
+    (s / "nginx-tmp").chmod(0o1777)  # workers run as nobody when started by root
+    stack.redis_password = stack.redis_password or secrets.token_urlsafe(24)
+    stack.admin_secret = stack.admin_secret or secrets.token_urlsafe(24)
+    stack.redis_port = _free_port(stack.port + 9)
+    base = _free_port(stack.port + 10)
+    stack.app_ports = []
+    port = base
+    while len(stack.app_ports) < stack.instances:
+        port = _free_port(port)
+        stack.app_ports.append(port)
+        port += 1
+    render_all(stack.variables(), stack.rendered)
+    stack.save()
+
+    deadline = time.monotonic() + READY_TIMEOUT
+    stack.pids["redis"] = _spawn(
+        ["redis-server", str(stack.rendered / "redis" / "redis.conf")], s / "logs" / "redis.out"
+    )
+    stack.save()
+    _wait_tcp(stack.redis_port, deadline)
+    env = dict(os.environ)
+    env.update(_read_env_file(stack.rendered / "uwsgi" / "siokit.env"))
+    for port in stack.app_ports:
+        env["SIOKIT_INSTANCE_ID"] = f"local:{port}"
+        stack.pids[f"uwsgi-{port}"] = _spawn(
+            [str(uwsgi), "--set-ph", f"port={port}", "--ini", str(stack.rendered / "uwsgi" / "siokit.ini")],
+            s / "logs" / f"uwsgi-{port}.log",
+            env=dict(env),
+        )
+        stack.save()
+    for port in stack.app_ports:
+        _wait_http(f"http://127.0.0.1:{port}/healthz", deadline)
+    nginx = _nginx_cmd(stack)
+    check = subprocess.run([*nginx, "-t"], capture_output=True, text=True)
+    if check.returncode != 0:
+        raise RuntimeError(f"nginx -t failed:\n{check.stderr}")
+    subprocess.run(nginx, check=True, capture_output=True)
+    stack.pids["nginx"] = int((s / "nginx.pid").read_text())
+    stack.save()
+    _wait_http(f"{stack.url}/healthz", deadline)
+    return stack
+
+
+def _nginx_cmd(stack: LocalStack) -> list[str]:
+    nginx = shutil.which("nginx", path="/usr/sbin:/usr/bin:/sbin") or "nginx"
+    return [
+        nginx, "-p", str(stack.state_dir), "-e", str(stack.state_dir / "nginx-error.log"),
+        "-c", str(stack.rendered / "nginx" / "nginx.conf"),
+    ]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _stop(pid: int, group: bool) -> None:
+    kill = os.killpg if group else os.kill
+    try:
+        kill(pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        return
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.1)
+    if _alive(pid):
+        try:
+            kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def down(state_dir: Path) -> None:
+    if not (state_dir / "stack.json").exists():
+        return
+    stack = LocalStack.load(state_dir)
+    # nginx first, so no client is sent to an instance that is going away.
+    for name in sorted(stack.pids, key=lambda n: (n != "nginx", n == "redis", n)):
+        _stop(stack.pids[name], group=name != "nginx")
+    stack.pids = {}
+    stack.save()
+
+
+def status(state_dir: Path) -> dict[str, bool]:
+    stack = LocalStack.load(state_dir)
+    return {name: _alive(pid) for name, pid in stack.pids.items()}
+
+
+def main(args: argparse.Namespace) -> int:
+    state_dir = Path(args.state_dir).resolve()
+    if args.action == "down":
+        down(state_dir)
+        print(f"loopback stack in {state_dir} stopped")
+        return 0
+    if args.action == "status":
+        if not (state_dir / "stack.json").exists():
+            print("no loopback stack")
+            return 1
+        result = status(state_dir)
+        for name, alive in result.items():
+            print(f"{name}: {'running' if alive else 'stopped'}")
+        return 0 if result and all(result.values()) else 1
+    down(state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    stack = LocalStack(
+        state_dir=state_dir, port=args.port, instances=args.instances,
+        balance=args.balance, sockets=args.sockets,
+    )
+    try:
+        up(stack)
+    except Exception as exc:
+        print(f"siokit local up failed: {exc}\nlogs: {state_dir}", file=sys.stderr)
+        down(state_dir)
+        return 1
+    print(f"loopback stack up: {stack.url}/ (nginx, {len(stack.app_ports)} uWSGI instances on "
+          f"{stack.app_ports}, Redis on {stack.redis_port}); state and logs in {state_dir}")
+    return 0

@@ -1,0 +1,163 @@
+"""Render siokit's templates exactly as Ansible's `template` module does.
+
+The templates in `templates/` are the single source of truth; the defaults are the Ansible roles'
+`defaults/main.yml` and `ansible/group_vars/all/`. Variables are resolved lazily and natively, as
+Ansible does: a default like "{{ siokit_plan.uwsgi.async_cores }}" is only evaluated when used,
+and "{{ range(...) | list }}" yields a list, not its text.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from jinja2.nativetypes import NativeEnvironment, native_concat
+
+from siokit import planner
+from siokit.facts import local_facts
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATES_DIR = ROOT / "templates"
+ANSIBLE_DIR = ROOT / "ansible"
+# Ansible's per-template override line: "#jinja2: trim_blocks: True, lstrip_blocks: True".
+JINJA2_OVERRIDE = "#jinja2:"
+
+
+@dataclass(frozen=True)
+class TemplateSpec:
+    source: str  # relative to templates/
+    output: str  # relative to the render output directory
+
+
+TEMPLATES: tuple[TemplateSpec, ...] = (
+    TemplateSpec("nginx/nginx.conf.j2", "nginx/nginx.conf"),
+    TemplateSpec("nginx/siokit.conf.j2", "nginx/siokit.conf"),
+    TemplateSpec("systemd/nginx-limits.conf.j2", "systemd/nginx.service.d/siokit-limits.conf"),
+    TemplateSpec("systemd/siokit-uwsgi@.service.j2", "systemd/siokit-uwsgi@.service"),
+    TemplateSpec("systemd/siokit.target.j2", "systemd/siokit.target"),
+    TemplateSpec("systemd/siokit-load.service.j2", "systemd/siokit-load.service"),
+    TemplateSpec("uwsgi/siokit.ini.j2", "uwsgi/siokit.ini"),
+    TemplateSpec("uwsgi/siokit.env.j2", "uwsgi/siokit.env"),
+    TemplateSpec("redis/redis.conf.j2", "redis/redis.conf"),
+)
+
+
+class RenderError(ValueError):
+    """A variable is missing or a template cannot be rendered; the message names it."""
+
+
+def load_defaults() -> dict[str, Any]:
+    """The kit-wide group_vars, then every role's defaults, as Ansible would see them."""
+    merged: dict[str, Any] = {}
+    files = sorted((ANSIBLE_DIR / "group_vars" / "all").glob("*.yml"))
+    files += sorted(ANSIBLE_DIR.glob("roles/*/defaults/main.yml"))
+    for path in files:
+        data = yaml.safe_load(path.read_text()) or {}
+        merged.update(data)
+    return merged
+
+
+def _split_override(text: str) -> tuple[dict[str, Any], str]:
+    if not text.startswith(JINJA2_OVERRIDE):
+        return {}, text
+    line, _, rest = text.partition("\n")
+    options: dict[str, Any] = {}
+    for pair in line[len(JINJA2_OVERRIDE) :].split(","):
+        key, _, value = pair.partition(":")
+        options[key.strip()] = ast.literal_eval(value.strip())
+    return options, rest
+
+
+class LazyVars(Mapping[str, Any]):
+    """Variables whose templated values are rendered (natively) on first use."""
+
+    def __init__(self, raw: Mapping[str, Any]) -> None:
+        self._raw = dict(raw)
+        self._done: dict[str, Any] = {}
+        self._busy: set[str] = set()
+        self._env = NativeEnvironment(undefined=StrictUndefined)
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self._done:
+            return self._done[key]
+        if key not in self._raw:
+            if key in self._env.globals:
+                return self._env.globals[key]
+            raise KeyError(key)
+        if key in self._busy:
+            raise RenderError(f"variable {key!r} refers to itself")
+        self._busy.add(key)
+        try:
+            value = self._resolve(self._raw[key], key)
+        finally:
+            self._busy.discard(key)
+        self._done[key] = value
+        return value
+
+    def _resolve(self, value: Any, name: str) -> Any:
+        if isinstance(value, str) and ("{{" in value or "{%" in value):
+            template = self._env.from_string(value)
+            try:
+                return native_concat(template.root_render_func(template.new_context(self, shared=True)))
+            except Exception as exc:  # jinja raises many types; name the variable
+                raise RenderError(f"cannot resolve variable {name!r} ({value!r}): {exc}") from exc
+        if isinstance(value, list):
+            return [self._resolve(v, name) for v in value]
+        if isinstance(value, dict):
+            return {k: self._resolve(v, name) for k, v in value.items()}
+        return value
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._raw or key in self._env.globals
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+
+def build_vars(user_vars: Mapping[str, Any]) -> LazyVars:
+    """Defaults, overlaid with the user's variables, plus `siokit_plan` when not given."""
+    merged = load_defaults()
+    merged.update(user_vars)
+    if "siokit_plan" not in merged:
+        spec = dict(merged.get("siokit_plan_input") or {})
+        spec.setdefault("sockets", merged["siokit_target_sockets"])
+        spec.setdefault("source_ips", merged.get("siokit_loadgen_source_ips", 1))
+        spec.setdefault("app", local_facts())
+        merged["siokit_plan"] = planner.plan_from_mapping(spec)
+    return LazyVars(merged)
+
+
+def render_template(source: str, variables: Mapping[str, Any]) -> str:
+    text = (TEMPLATES_DIR / source).read_text()
+    options, body = _split_override(text)
+    env = Environment(
+        loader=FileSystemLoader(str(TEMPLATES_DIR)),
+        undefined=StrictUndefined,
+        trim_blocks=options.get("trim_blocks", True),
+        lstrip_blocks=options.get("lstrip_blocks", False),
+        keep_trailing_newline=True,
+    )
+    template = env.from_string(body)
+    try:
+        return env.concat(template.root_render_func(template.new_context(variables, shared=True)))  # type: ignore[attr-defined]
+    except Exception as exc:
+        raise RenderError(f"{source}: {exc}") from exc
+
+
+def render_all(user_vars: Mapping[str, Any], outdir: Path) -> list[Path]:
+    variables = build_vars(user_vars)
+    written = []
+    for spec in TEMPLATES:
+        target = outdir / spec.output
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(render_template(spec.source, variables))
+        written.append(target)
+    return written
