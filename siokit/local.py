@@ -223,13 +223,16 @@ def _nginx_cmd(stack: LocalStack) -> list[str]:
 
 
 def _alive(pid: int) -> bool:
+    """Running, not merely a zombie waiting for a parent to reap it."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        os.waitpid(pid, os.WNOHANG)  # reap our own children (uWSGI, Redis)
+    except ChildProcessError:
+        pass
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
         return False
-    except PermissionError:
-        return True
-    return True
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
 
 
 def _stop(pid: int, group: bool) -> None:

@@ -1,0 +1,77 @@
+# siokit: `make up` brings the local cluster up and deployed; `make test` runs every test.
+# Each target does its own set-up: Debian packages (scripts/deps.sh, sudo when not root) and
+# Python packages into .venv (pinned by constraints.txt), never into the system Python.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/pip
+PYTEST := $(BIN)/pytest
+STATE := .siokit
+VENDOR_JS := app/static/vendor/socket.io.min.js
+CONNECTIONS ?= 160000
+
+.PHONY: help deps venv static lint unit integration check test up down verify bench \
+	local-up local-down wheelhouse image cluster-test clean
+
+help:
+	@echo "make up       build the local cluster and deploy it with ansible-playbook site.yml"
+	@echo "make test     every test (what CI runs)"
+	@echo "make check    fast: lint + unit + loopback integration"
+	@echo "make down     remove the local cluster / loopback stack"
+	@echo "make bench    load benchmark (CONNECTIONS=$(CONNECTIONS)); results in BENCHMARKS.md"
+	@echo "make local-up the loopback stack (Redis, uWSGI x2, nginx on 127.0.0.1:8080), no containers"
+
+$(STATE)/deps.stamp: scripts/deps.sh
+	@mkdir -p $(STATE)
+	bash scripts/deps.sh
+	@touch $@
+
+deps: $(STATE)/deps.stamp
+
+$(VENV)/.stamp: pyproject.toml constraints.txt requirements-dev.txt | $(STATE)/deps.stamp
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -c constraints.txt -r requirements-dev.txt -e '.[uwsgi]'
+	$(BIN)/python -c "import uwsgidecorators" 2>/dev/null || true
+	@touch $@
+
+venv: $(VENV)/.stamp
+
+# The official Socket.IO JS client, from the npm registry at build time (never a CDN).
+$(VENDOR_JS): package.json package-lock.json | $(STATE)/deps.stamp
+	npm ci --no-audit --no-fund --silent
+	mkdir -p $(dir $@)
+	cp node_modules/socket.io-client/dist/socket.io.min.js $@
+
+static: $(VENDOR_JS)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/yamllint -s ansible molecule
+	cd ansible && ../$(BIN)/ansible-lint --profile production
+
+unit: venv static
+	$(PYTEST) -q tests/unit
+
+integration: venv static
+	$(PYTEST) -q tests/integration
+
+check: lint unit integration
+
+up: venv static
+	$(BIN)/python -m siokit.cli local up
+
+down: venv
+	$(BIN)/python -m siokit.cli local down
+
+local-up: venv static
+	$(BIN)/python -m siokit.cli local up
+
+local-down: venv
+	$(BIN)/python -m siokit.cli local down
+
+test: check
+
+clean:
+	rm -rf $(STATE) node_modules app/static/vendor

@@ -1,0 +1,128 @@
+"""Capacity planner: properties over targets and host facts, and refusals with the arithmetic."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from siokit import planner
+from siokit.planner import FD_RESERVE, HostFacts, PlanError, Target, plan
+
+THIS_HOST = HostFacts(cores=2, memory_gib=24, nofile_hard=20000, somaxconn=4096)
+
+hosts = st.builds(
+    HostFacts,
+    cores=st.integers(1, 128),
+    memory_gib=st.floats(0.5, 1024),
+    nofile_hard=st.integers(2 * FD_RESERVE, 2_000_000),
+    somaxconn=st.integers(128, 65535),
+)
+targets = st.builds(
+    Target,
+    sockets=st.integers(1, 2_000_000),
+    app_hosts=st.integers(1, 16),
+    source_ips=st.integers(1, 64),
+    colocated=st.booleans(),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(target=targets, host=hosts)
+def test_plan_respects_limits_or_refuses(target: Target, host: HostFacts) -> None:
+    try:
+        p = plan(target, host)
+    except PlanError as exc:
+        assert re.search(r"\d", str(exc)), "a refusal must carry its arithmetic"
+        return
+    # Never ask for more than the host's hard limit.
+    for limit in (p.uwsgi.limit_nofile, p.nginx.worker_rlimit_nofile, p.nginx.limit_nofile,
+                  p.loadgen.limit_nofile):
+        assert limit <= host.nofile_hard
+    # Every socket has a place: uWSGI instances, async cores, nginx connections, ports.
+    assert p.uwsgi.instances_per_host * p.uwsgi.sockets_per_instance >= p.sockets_per_app_host
+    assert p.uwsgi.sockets_per_instance <= host.nofile_hard - FD_RESERVE
+    assert p.uwsgi.async_cores >= p.uwsgi.sockets_per_instance
+    assert p.uwsgi.async_cores + FD_RESERVE <= host.nofile_hard
+    assert p.uwsgi.listen <= host.somaxconn
+    assert p.nginx.worker_processes * p.nginx.worker_connections >= 2 * target.sockets
+    assert p.nginx.worker_connections <= p.nginx.worker_rlimit_nofile
+    assert target.source_ips * p.loadgen.usable_ports_per_source_ip >= target.sockets
+    assert p.nginx.source_ips * p.nginx.usable_ports_per_upstream_and_source >= p.nginx.sockets_per_upstream
+    assert p.loadgen.workers * p.loadgen.clients_per_worker >= target.sockets
+    assert p.loadgen.clients_per_worker <= host.nofile_hard - FD_RESERVE
+    assert p.memory.total <= p.memory.budget or not target.colocated
+    assert p.ping_interval >= planner.DEFAULT_PING_INTERVAL
+
+
+@settings(max_examples=200, deadline=None)
+@given(sockets=st.integers(1, 2_000_000), ips=st.integers(1, 64))
+def test_source_ip_refusal_is_exactly_the_port_arithmetic(sockets: int, ips: int) -> None:
+    big = HostFacts(cores=64, memory_gib=4096, nofile_hard=1_048_576)
+    usable = int(64512 * planner.BIND_PORT_FRACTION)
+    try:
+        plan(Target(sockets=sockets, source_ips=ips, app_hosts=8), big)
+    except PlanError as exc:
+        assert "source_ips" in str(exc)
+        assert ips * usable < sockets
+    else:
+        assert ips * usable >= sockets
+
+
+def test_160k_on_this_hardware_needs_several_processes_and_source_ips() -> None:
+    p = plan(Target(sockets=160_000, app_hosts=2, source_ips=4, colocated=True), THIS_HOST)
+    assert p.uwsgi.instances_per_host >= 5  # 80k per host at < 20k fds per instance
+    assert p.nginx.worker_processes * (20000 - FD_RESERVE) >= 2 * 160_000
+    assert p.loadgen.workers >= 9
+    assert p.ping_interval >= 48  # 160k x 0.3 ms / (0.5 x 2 cores)
+
+
+def test_refuses_too_few_source_ips_with_arithmetic() -> None:
+    with pytest.raises(PlanError, match=r"2 x 54835 = 109670 < 160000; need >= 3 source IPs"):
+        plan(Target(sockets=160_000, source_ips=2), THIS_HOST)
+
+
+def test_refuses_ping_interval_that_saturates_the_cores() -> None:
+    with pytest.raises(PlanError, match=r"ping_interval 10 s is too short.*use >= 48 s"):
+        plan(Target(sockets=160_000, source_ips=4, ping_interval=10, colocated=True), THIS_HOST)
+
+
+def test_refuses_what_does_not_fit_in_memory() -> None:
+    with pytest.raises(PlanError, match=r"do not fit in memory.*GiB is the budget"):
+        plan(Target(sockets=400_000, source_ips=8, colocated=True), THIS_HOST)
+
+
+def test_refuses_too_few_instances_for_the_fd_limit() -> None:
+    with pytest.raises(PlanError, match=r"at least ceil\(80000 / 19488\) = 5 instances"):
+        plan(Target(sockets=160_000, app_hosts=2, source_ips=4, uwsgi_instances_per_host=2), THIS_HOST)
+
+
+def test_refuses_too_few_lb_source_ips() -> None:
+    with pytest.raises(PlanError, match=r"lb_source_ips 1 is too few"):
+        plan(
+            Target(sockets=160_000, source_ips=4, uwsgi_instances_per_host=1, lb_source_ips=1),
+            HostFacts(cores=1, memory_gib=256, nofile_hard=1_048_576),
+        )
+
+
+@pytest.mark.parametrize(
+    "facts",
+    [
+        HostFacts(cores=0, memory_gib=8, nofile_hard=65536),
+        HostFacts(cores=2, memory_gib=0, nofile_hard=65536),
+        HostFacts(cores=2, memory_gib=8, nofile_hard=100),
+    ],
+)
+def test_refuses_impossible_host_facts(facts: HostFacts) -> None:
+    with pytest.raises(PlanError):
+        plan(Target(sockets=1000), facts)
+
+
+def test_plan_from_mapping_is_plain_data() -> None:
+    result = planner.plan_from_mapping(
+        {"sockets": 1000, "app": {"cores": 2, "memory_gib": 4, "nofile_hard": 20000}, "port_range": "1024 65535"}
+    )
+    assert result["uwsgi"]["instances_per_host"] == 2
+    assert result["sysctls"]["net.ipv4.ip_local_port_range"] == "1024 65535"

@@ -1,0 +1,95 @@
+"""The renderer: every template renders from the role defaults, selections show up, errors name things."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from siokit.render import TEMPLATES, RenderError, render_all
+
+BASE: dict[str, Any] = {
+    "siokit_redis_password": "pw",
+    "siokit_admin_secret": "adm",
+    "siokit_redis_host": "10.0.0.5",
+    "nginx_upstream_servers": ["10.0.0.2:8001", "10.0.0.2:8002", "10.0.0.3:8001"],
+    "siokit_plan_input": {
+        "sockets": 160000, "app_hosts": 2, "source_ips": 4,
+        "app": {"cores": 2, "memory_gib": 24, "nofile_hard": 20000},
+    },
+}
+
+
+def render(tmp_path: Path, **extra: Any) -> dict[str, str]:
+    render_all({**BASE, **extra}, tmp_path)
+    return {spec.output: (tmp_path / spec.output).read_text() for spec in TEMPLATES}
+
+
+def test_every_template_renders_from_defaults(tmp_path: Path) -> None:
+    out = render(tmp_path)
+    assert set(out) == {spec.output for spec in TEMPLATES}
+    for name, text in out.items():
+        assert text.endswith("\n"), name
+        assert "{{" not in text and "{%" not in text, name
+        assert "Managed by siokit" in text, name
+
+
+def test_nginx_defaults(tmp_path: Path) -> None:
+    out = render(tmp_path)
+    site = out["nginx/siokit.conf"]
+    assert "map $http_upgrade $connection_upgrade" in site
+    assert "ip_hash;" in site
+    assert site.count("server 10.0.0.") == 3
+    assert "location /socket.io" in site
+    main = out["nginx/nginx.conf"]
+    assert "worker_processes 21;" in main  # 2 x 160k x 1.25 fds / 19488 per worker
+    assert "worker_rlimit_nofile 19560;" in main
+
+
+@pytest.mark.parametrize(
+    ("balance", "directive"),
+    [("ip_hash", "ip_hash;"), ("hash_remote_addr", "hash $remote_addr consistent;"), ("least_conn", "least_conn;")],
+)
+def test_balance_selection(tmp_path: Path, balance: str, directive: str) -> None:
+    site = render(tmp_path, nginx_balance=balance)["nginx/siokit.conf"]
+    assert directive in site
+    others = {"ip_hash;", "hash $remote_addr consistent;", "least_conn;"} - {directive}
+    assert not any(o in site for o in others)
+
+
+def test_proxy_read_timeout_above_ping_interval_plus_timeout(tmp_path: Path) -> None:
+    out = render(tmp_path, siokit_ping_interval=60, siokit_ping_timeout=20)
+    assert "proxy_read_timeout 110s;" in out["nginx/siokit.conf"]
+    assert "SIOKIT_PING_INTERVAL=60" in out["uwsgi/siokit.env"]
+
+
+def test_proxy_bind_spread_over_lb_addresses(tmp_path: Path) -> None:
+    site = render(tmp_path, nginx_proxy_bind_addresses=["10.1.0.1", "10.1.0.2"])["nginx/siokit.conf"]
+    assert 'split_clients "$remote_addr$remote_port" $siokit_proxy_source' in site
+    assert "50.00%  10.1.0.1;" in site and "*  10.1.0.2;" in site
+    assert "proxy_bind $siokit_proxy_source;" in site
+
+
+def test_tls_optional(tmp_path: Path) -> None:
+    assert "ssl_certificate" not in render(tmp_path)["nginx/siokit.conf"]
+    site = render(tmp_path, nginx_tls_enabled=True)["nginx/siokit.conf"]
+    assert "listen 443 ssl" in site
+
+
+def test_units_carry_the_plan(tmp_path: Path) -> None:
+    out = render(tmp_path)
+    unit = out["systemd/siokit-uwsgi@.service"]
+    assert "LimitNOFILE=18112" in unit
+    assert "--set-ph port=%i" in unit
+    assert "TimeoutStopSec=" in unit and "KillSignal=SIGTERM" in unit
+    assert out["systemd/siokit.target"].count("Wants=siokit-uwsgi@") == 5
+    assert "LimitNOFILE=20000" in out["systemd/nginx.service.d/siokit-limits.conf"]
+    ini = out["uwsgi/siokit.ini"]
+    assert "gevent = 17600" in ini and "processes = 1" in ini and "http-websockets = true" in ini
+
+
+def test_missing_variable_is_named(tmp_path: Path) -> None:
+    broken = {k: v for k, v in BASE.items() if k != "siokit_redis_password"}
+    with pytest.raises(RenderError, match="siokit_redis_password"):
+        render_all(broken, tmp_path)
