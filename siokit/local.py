@@ -7,6 +7,7 @@ developers exercise the real configuration with the real processes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -224,10 +225,8 @@ def _nginx_cmd(stack: LocalStack) -> list[str]:
 
 def _alive(pid: int) -> bool:
     """Running, not merely a zombie waiting for a parent to reap it."""
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)  # reap our own children (uWSGI, Redis)
-    except ChildProcessError:
-        pass
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
@@ -245,10 +244,8 @@ def _stop(pid: int, group: bool) -> None:
     while time.monotonic() < deadline and _alive(pid):
         time.sleep(0.1)
     if _alive(pid):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def down(state_dir: Path) -> None:

@@ -64,10 +64,7 @@ def test_nginx_accepts_rendered_config(tmp_path: Path, extra: dict[str, Any]) ->
         crt, key = self_signed(tmp_path)
         extra = {**extra, "nginx_tls_certificate": str(crt), "nginx_tls_certificate_key": str(key)}
     render_all(deployment_vars(tmp_path, **extra), tmp_path)
-    result = subprocess.run(
-        [NGINX, "-t", "-p", str(tmp_path), "-e", str(tmp_path / "error.log"), "-c", str(tmp_path / "nginx" / "nginx.conf")],
-        capture_output=True, text=True,
-    )
+    result = nginx_t(tmp_path)
     assert result.returncode == 0, result.stderr
     assert "syntax is ok" in result.stderr
 
@@ -75,11 +72,15 @@ def test_nginx_accepts_rendered_config(tmp_path: Path, extra: dict[str, Any]) ->
 def test_nginx_rejects_a_broken_render(tmp_path: Path) -> None:
     """The check can fail: a config nginx does not accept is caught."""
     render_all(deployment_vars(tmp_path, nginx_worker_connections="many"), tmp_path)
-    result = subprocess.run(
-        [NGINX, "-t", "-p", str(tmp_path), "-e", str(tmp_path / "error.log"), "-c", str(tmp_path / "nginx" / "nginx.conf")],
-        capture_output=True, text=True,
-    )
+    result = nginx_t(tmp_path)
     assert result.returncode != 0
+
+
+def nginx_t(tmp: Path) -> subprocess.CompletedProcess[str]:
+    conf = tmp / "nginx" / "nginx.conf"
+    return subprocess.run(
+        [NGINX, "-t", "-p", str(tmp), "-e", str(tmp / "error.log"), "-c", str(conf)], capture_output=True, text=True
+    )
 
 
 def analyze(unit_dir: Path, *units: str) -> subprocess.CompletedProcess[str]:
