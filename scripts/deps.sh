@@ -6,7 +6,8 @@ packages=(
   nginx redis-server            # the loopback stack and integration tests run the real servers
   build-essential python3-dev python3-venv libssl-dev   # uWSGI compiled with SSL (websocket handshake)
   systemd                       # systemd-analyze verify for the rendered units
-  iproute2 procps curl ca-certificates git
+  chromium chromium-driver      # the demo page tested in a real browser
+  iproute2 procps curl ca-certificates git openssl
 )
 command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)   # the official Socket.IO JS client
 missing=()

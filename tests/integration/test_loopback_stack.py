@@ -7,50 +7,20 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import socketio
 import websocket
 
-from siokit.local import LocalStack, down, up
+from siokit.local import LocalStack, down
+
+from .conftest import start_stack
 
 pytestmark = pytest.mark.integration
 SOURCE_IPS = [f"127.0.0.{i}" for i in range(2, 10)]
-
-
-def _free_base_port() -> int:
-    for base in range(18080, 19000, 40):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", base))
-            except OSError:
-                continue
-            return base
-    raise RuntimeError("no free port")
-
-
-def _start(tmp: Path, balance: str) -> LocalStack:
-    stack = LocalStack(state_dir=tmp, port=_free_base_port(), instances=2, balance=balance, sockets=2000)
-    try:
-        up(stack)
-    except Exception:
-        logs = "\n".join(f"--- {p}\n{p.read_text()[-3000:]}" for p in sorted(tmp.rglob("*.log")))
-        down(tmp)
-        raise RuntimeError(f"loopback stack failed to start\n{logs}") from None
-    return stack
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    tmp = tmp_path_factory.mktemp("stack-ip-hash")
-    s = _start(tmp, "ip_hash")
-    yield s
-    down(tmp)
 
 
 def client(url: str, **kwargs: object) -> socketio.Client:
@@ -193,7 +163,7 @@ def test_ip_hash_pins_one_slash24_to_one_instance(stack: LocalStack) -> None:
 
 
 def test_hash_remote_addr_spreads_one_slash24(tmp_path: Path) -> None:
-    stack = _start(tmp_path, "hash_remote_addr")
+    stack = start_stack(tmp_path, "hash_remote_addr")
     try:
         seen = [healthz_from(stack, ip)["instance"] for ip in SOURCE_IPS]
         assert len(set(seen)) == 2, seen
