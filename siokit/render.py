@@ -103,7 +103,9 @@ class LazyVars(Mapping[str, Any]):
         if isinstance(value, str) and ("{{" in value or "{%" in value):
             template = self._env.from_string(value)
             try:
-                return native_concat(template.root_render_func(template.new_context(self, shared=True)))
+                # shared=True hands this mapping to Jinja as the parent scope, so lookups stay lazy.
+                ctx = template.new_context(self, shared=True)  # type: ignore[arg-type]
+                return native_concat(template.root_render_func(ctx))
             except Exception as exc:  # jinja raises many types; name the variable
                 raise RenderError(f"cannot resolve variable {name!r} ({value!r}): {exc}") from exc
         if isinstance(value, list):
@@ -147,7 +149,8 @@ def render_template(source: str, variables: Mapping[str, Any]) -> str:
     )
     template = env.from_string(body)
     try:
-        return env.concat(template.root_render_func(template.new_context(variables, shared=True)))  # type: ignore[attr-defined]
+        ctx = template.new_context(variables, shared=True)  # type: ignore[arg-type]  # lazy parent scope
+        return env.concat(template.root_render_func(ctx))  # type: ignore[attr-defined]
     except Exception as exc:
         raise RenderError(f"{source}: {exc}") from exc
 
