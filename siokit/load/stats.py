@@ -7,6 +7,7 @@ count/sum/min/max, so a snapshot stays a few KB whatever the number of clients.
 from __future__ import annotations
 
 import math
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -102,6 +103,22 @@ class Histogram:
         return h
 
 
+# integer fields of WorkerStats that merge by addition (gauges too: they add up across workers)
+COUNTERS = (
+    "broadcasts_sent",
+    "connected",
+    "attempts",
+    "established",
+    "reconnects",
+    "reconnect_attempts",
+    "drops",
+    "echo_sent",
+    "echo_timeouts",
+    "rss_kb",
+    "cpu_ms",
+)
+
+
 @dataclass
 class WorkerStats:
     """Everything one worker process measures; cumulative, shipped to the parent as a dict."""
@@ -116,10 +133,13 @@ class WorkerStats:
     connected: int = 0  # gauge: clients connected to the namespace right now
     attempts: int = 0
     established: int = 0  # successful namespace connects, including reconnects
-    reconnects: int = 0
+    reconnects: int = 0  # successful re-connections after a drop or a failed first attempt
+    reconnect_attempts: int = 0
     drops: int = 0  # connections lost while they should have stayed up
     echo_sent: int = 0
     echo_timeouts: int = 0
+    rss_kb: int = 0  # gauge: resident memory of the worker process(es)
+    cpu_ms: int = 0  # user+system CPU time of the worker process(es)
 
     def fail(self, reason: str) -> None:
         self.failures[reason] += 1
@@ -137,9 +157,12 @@ class WorkerStats:
             "attempts": self.attempts,
             "established": self.established,
             "reconnects": self.reconnects,
+            "reconnect_attempts": self.reconnect_attempts,
             "drops": self.drops,
             "echo_sent": self.echo_sent,
             "echo_timeouts": self.echo_timeouts,
+            "rss_kb": self.rss_kb,
+            "cpu_ms": self.cpu_ms,
         }
 
     @classmethod
@@ -152,10 +175,7 @@ class WorkerStats:
             Counter(d.get("transports", {})),
             Counter({int(k): v for k, v in d.get("broadcast_received", {}).items()}),
         )
-        for name in (
-            "broadcasts_sent", "connected", "attempts", "established",
-            "reconnects", "drops", "echo_sent", "echo_timeouts",
-        ):
+        for name in COUNTERS:
             setattr(s, name, int(d.get(name, 0)))
         return s
 
@@ -166,10 +186,7 @@ class WorkerStats:
         self.failures.update(other.failures)
         self.transports.update(other.transports)
         self.broadcast_received.update(other.broadcast_received)
-        for name in (
-            "broadcasts_sent", "connected", "attempts", "established",
-            "reconnects", "drops", "echo_sent", "echo_timeouts",
-        ):
+        for name in COUNTERS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
@@ -178,3 +195,18 @@ def merge_all(snapshots: list[dict[str, Any]]) -> WorkerStats:
     for snap in snapshots:
         total.merge(WorkerStats.from_dict(snap))
     return total
+
+
+def process_cpu_ms() -> int:
+    t = os.times()
+    return int((t.user + t.system) * 1000)
+
+
+def process_rss_kb() -> int:
+    """Resident set size of this process in KB (0 where /proc is missing)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            pages = int(fh.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+    return pages * (os.sysconf("SC_PAGE_SIZE") // 1024)

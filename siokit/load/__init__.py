@@ -1,0 +1,1 @@
+"""``siokit load``: a lean Socket.IO load generator (one TCP connection per virtual client)."""

@@ -1,0 +1,243 @@
+"""Parent side: start the worker processes, aggregate their stats, drive the phases, build the report."""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import queue
+import signal
+import sys
+import time
+from typing import Any, TextIO
+
+from .options import Plan
+from .stats import WorkerStats, merge_all
+from .worker import run_worker
+
+
+def _ms(summary: dict[str, Any]) -> dict[str, Any]:
+    return {k: (round(v * 1000, 3) if isinstance(v, float) else v) for k, v in summary.items()}
+
+
+class Progress:
+    def __init__(self, stream: TextIO, enabled: bool) -> None:
+        self.stream = stream
+        self.enabled = enabled
+        self.tty = enabled and stream.isatty()
+
+    def line(self, text: str) -> None:
+        if not self.enabled:
+            return
+        if self.tty:
+            self.stream.write("\r\x1b[2K" + text)
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def done(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def run(plan: Plan, stream: TextIO = sys.stderr) -> dict[str, Any]:
+    ctx = mp.get_context("fork")
+    out: Any = ctx.Queue()
+    hold = ctx.Event()
+    stop = ctx.Event()
+    procs = [ctx.Process(target=run_worker, args=(p, out, hold, stop), daemon=True) for p in plan.plans]
+    latest: dict[int, dict[str, Any]] = {}
+    finals: dict[int, dict[str, Any]] = {}
+    ramped: set[int] = set()
+    errors: dict[int, str] = {}
+    timeline: list[dict[str, Any]] = []
+    progress = Progress(stream, plan.progress)
+    interrupted = False
+
+    def on_sigint(*_: Any) -> None:
+        nonlocal interrupted
+        interrupted = True
+        stop.set()
+
+    old = signal.signal(signal.SIGINT, on_sigint)
+    t_start = time.monotonic()
+    wall_start = time.time()
+    for p in procs:
+        p.start()
+    phase = "ramp"
+    t_ramped: float | None = None
+    t_stop: float | None = None
+    next_sample = t_start + 1.0
+    peak = 0
+    peak_rss = 0
+    try:
+        while True:
+            try:
+                kind, wid, payload = out.get(timeout=0.2)
+            except queue.Empty:
+                kind = None
+            if kind == "stats":
+                latest[wid] = payload
+            elif kind == "ramped":
+                ramped.add(wid)
+            elif kind == "final":
+                finals[wid] = payload
+                latest[wid] = payload
+            elif kind == "error":
+                errors[wid] = payload
+                ramped.add(wid)
+                finals.setdefault(wid, latest.get(wid) or WorkerStats().to_dict())
+            now = time.monotonic()
+            for i, p in enumerate(procs):  # a worker that died without a word
+                if not p.is_alive() and i not in finals and p.exitcode not in (None, 0):
+                    errors.setdefault(i, f"worker exited with status {p.exitcode}")
+                    ramped.add(i)
+                    finals[i] = latest.get(i) or WorkerStats().to_dict()
+            if phase == "ramp" and (
+                len(ramped) == len(procs)
+                or (plan.ramp_timeout is not None and now - t_start >= plan.ramp_timeout)
+                or stop.is_set()
+            ):
+                phase = "hold"
+                t_ramped = now
+                hold.set()
+            if phase == "hold" and (stop.is_set() or (t_ramped is not None and now - t_ramped >= plan.hold)):
+                phase = "stop"
+                t_stop = now
+                stop.set()
+                progress.line(f"[stop {now - t_start:6.1f}s] hold over, closing the clients")
+            if now >= next_sample and phase != "stop":  # teardown is not part of the timeline
+                next_sample += 1.0
+                agg = merge_all(list(latest.values()))
+                peak = max(peak, agg.connected)
+                peak_rss = max(peak_rss, agg.rss_kb)
+                timeline.append(
+                    {
+                        "t": round(now - t_start, 1),
+                        "connected": agg.connected,
+                        "attempts": agg.attempts,
+                        "failures": sum(agg.failures.values()),
+                        "reconnects": agg.reconnects,
+                        "client_rss_kb": agg.rss_kb,
+                        "client_cpu_ms": agg.cpu_ms,
+                        "phase": phase,
+                    }
+                )
+                fails = ", ".join(f"{k}={v}" for k, v in agg.failures.most_common(3)) or "0"
+                p50 = agg.connect.quantile(0.5)
+                p50s = f"{p50 * 1000:.0f}ms" if p50 is not None else "-"
+                progress.line(
+                    f"[{phase} {now - t_start:6.1f}s] held {agg.connected}/{plan.total}  "
+                    f"attempts {agg.attempts}  failed {fails}  connect p50 {p50s}  "
+                    f"reconnects {agg.reconnects}  echo {agg.echo.count}  bcast rx {agg.fanout.count}"
+                )
+            if len(finals) == len(procs):
+                break
+            if phase == "stop" and t_stop is not None and now - t_stop > 60:
+                errors.setdefault(-1, "workers did not finish within 60 s of stop; terminated")
+                break
+    finally:
+        stop.set()
+        signal.signal(signal.SIGINT, old)
+        for p in procs:
+            p.join(timeout=5)
+            if p.is_alive():
+                p.terminate()
+                p.join(timeout=2)
+        with contextlib.suppress(Exception):
+            out.close()
+        progress.done()
+    t_end = time.monotonic()
+    for wid, snap in latest.items():
+        finals.setdefault(wid, snap)
+    total = merge_all(list(finals.values()))
+    peak = max(peak, total.connected)
+    peak_rss = max(peak_rss, total.rss_kb)
+    ramp_s = (t_ramped or t_end) - t_start
+    return build_report(
+        plan,
+        total,
+        timeline,
+        errors,
+        interrupted,
+        wall_start,
+        ramp_s,
+        (t_stop or t_end) - (t_ramped or t_end),
+        peak,
+        peak_rss,
+    )
+
+
+def build_report(
+    plan: Plan,
+    total: WorkerStats,
+    timeline: list[dict[str, Any]],
+    errors: dict[int, str],
+    interrupted: bool,
+    wall_start: float,
+    ramp_s: float,
+    hold_s: float,
+    peak: int,
+    peak_rss_kb: int = 0,
+) -> dict[str, Any]:
+    per_seq = sorted(total.broadcast_received.items())
+    return {
+        "tool": "siokit load",
+        "started_at": wall_start,
+        "config": {
+            "url": plan.url,
+            "target_connections": plan.total,
+            "binds": [b for b in plan.binds if b],
+            "processes": len(plan.plans),
+            "workers_per_bind": plan.workers_per_bind,
+            "transport": plan.plans[0].transport if plan.plans else None,
+            "namespace": plan.plans[0].namespace if plan.plans else None,
+            "concurrency_per_process": plan.plans[0].concurrency if plan.plans else None,
+            "hold_s": plan.hold,
+            "echo_every": plan.plans[0].echo_every if plan.plans else None,
+            "broadcast_every": plan.plans[0].broadcast_every if plan.plans else None,
+            "nofile_hard": plan.nofile_hard,
+        },
+        "duration": {"ramp_s": round(ramp_s, 3), "hold_s": round(hold_s, 3)},
+        "connections": {
+            "target": plan.total,
+            "held_at_end": total.connected,
+            "peak_held": peak,
+            "attempts": total.attempts,
+            "established": total.established,
+            "connect_rate_per_s": round(total.established / ramp_s, 1) if ramp_s > 0 else None,
+            "reconnects": total.reconnects,
+            "reconnect_attempts": total.reconnect_attempts,
+            "drops": total.drops,
+            "transports": dict(total.transports),
+        },
+        "client": {
+            # whole worker processes (interpreter baseline ~25-30 MB each included)
+            "rss_kb_at_end": total.rss_kb,
+            "rss_kb_peak": peak_rss_kb,
+            "rss_kb_per_connection": round(total.rss_kb / total.connected, 2) if total.connected else None,
+            # CPU seconds of all workers until the end of the hold; compare with wall time x cores
+            "cpu_s": round(total.cpu_ms / 1000, 2),
+        },
+        "failures": dict(total.failures),
+        "latency_ms": {
+            "connect": _ms(total.connect.summary()),
+            "echo": _ms(total.echo.summary()),
+            "broadcast_fanout": _ms(total.fanout.summary()),
+        },
+        "echo": {"sent": total.echo_sent, "answered": total.echo.count, "timeouts": total.echo_timeouts},
+        "broadcast": {
+            "sent": total.broadcasts_sent,
+            "received_total": total.fanout.count,
+            "per_broadcast": [{"seq": s, "clients": n} for s, n in per_seq],
+        },
+        "timeline": timeline,
+        "histograms": {
+            "connect": total.connect.to_dict(),
+            "echo": total.echo.to_dict(),
+            "broadcast_fanout": total.fanout.to_dict(),
+        },
+        "errors": {str(k): v for k, v in errors.items()},
+        "interrupted": interrupted,
+        "ok": (not errors and not interrupted and total.connected == plan.total and not total.failures),
+    }
