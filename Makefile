@@ -10,6 +10,9 @@ PYTEST := $(BIN)/pytest
 STATE := .siokit
 VENDOR_JS := app/static/vendor/socket.io.min.js
 CONNECTIONS ?= 160000
+HOLD ?= 300
+BENCH_TARGET ?= cluster
+BENCH_ARGS ?= --broadcast-every 60 --echo-every 30
 
 .PHONY: help deps venv static lint unit integration check test up down verify bench \
 	local-up local-down wheelhouse image cluster-test clean
@@ -72,6 +75,11 @@ local-down: venv
 	$(BIN)/python -m siokit.cli local down
 
 test: check
+
+# The load benchmark: ramp to CONNECTIONS through the lb, hold HOLD seconds with Engine.IO pings,
+# broadcast, ramp down; per-component memory and CPU. BENCH_TARGET=loopback runs without containers.
+bench: venv static
+	$(BIN)/python -m siokit.cli bench --target $(BENCH_TARGET) --connections $(CONNECTIONS) --hold $(HOLD) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(STATE) node_modules app/static/vendor

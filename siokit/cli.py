@@ -97,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     loc.set_defaults(func=_cmd_local)
 
     sub.add_parser("load", help="the load generator (siokit load --help)", add_help=False)
+    sub.add_parser("bench", help="load + per-component measurements (siokit bench --help)", add_help=False)
     return parser
 
 
@@ -106,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
         from siokit.load.cli import main as load_main
 
         return load_main(argv[1:])
+    if argv and argv[0] == "bench":
+        from siokit.bench import main as bench_main
+
+        return bench_main(argv[1:])
     args = build_parser().parse_args(argv)
     return int(args.func(args))
 

@@ -174,3 +174,14 @@ def test_hash_remote_addr_spreads_one_slash24(tmp_path: Path) -> None:
     from siokit.local import _alive
 
     assert not any(_alive(pid) for pid in stack.pids.values()), stack.pids
+
+
+def test_direct_websocket_clients_spread_even_from_one_address(stack: LocalStack) -> None:
+    """Direct websocket connects need no stickiness: least_conn spreads them despite ip_hash."""
+    clients = [client(stack.url, transports=["websocket"]) for _ in range(6)]
+    try:
+        instances = {c.call("echo", 0, timeout=5)["instance"] for c in clients}
+        assert len(instances) == 2, instances
+    finally:
+        for c in clients:
+            c.disconnect()

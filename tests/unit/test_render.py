@@ -40,7 +40,7 @@ def test_nginx_defaults(tmp_path: Path) -> None:
     site = out["nginx/siokit.conf"]
     assert "map $http_upgrade $connection_upgrade" in site
     assert "ip_hash;" in site
-    assert site.count("server 10.0.0.") == 3
+    assert site.count("server 10.0.0.") == 6  # the sticky upstream and the websocket one
     assert "location /socket.io" in site
     main = out["nginx/nginx.conf"]
     assert "worker_processes 21;" in main  # 2 x 160k x 1.25 fds / 19488 per worker
@@ -53,9 +53,20 @@ def test_nginx_defaults(tmp_path: Path) -> None:
 )
 def test_balance_selection(tmp_path: Path, balance: str, directive: str) -> None:
     site = render(tmp_path, nginx_balance=balance)["nginx/siokit.conf"]
-    assert directive in site
+    sticky = site.split("upstream siokit_app {", 1)[1].split("}", 1)[0]
+    assert directive in sticky
     others = {"ip_hash;", "hash $remote_addr consistent;", "least_conn;"} - {directive}
-    assert not any(o in site for o in others)
+    assert not any(o in sticky for o in others)
+
+
+def test_direct_websocket_connects_get_their_own_upstream(tmp_path: Path) -> None:
+    site = render(tmp_path)["nginx/siokit.conf"]
+    ws = site.split("upstream siokit_websocket {", 1)[1].split("}", 1)[0]
+    assert "least_conn;" in ws and ws.count("server 10.0.0.") == 3
+    assert '"websocket:"  siokit_websocket;' in site
+    assert "proxy_pass http://$siokit_socketio_upstream;" in site
+    off = render(tmp_path, nginx_websocket_balance="")["nginx/siokit.conf"]
+    assert "siokit_websocket" not in off and "proxy_pass http://siokit_app;" in off
 
 
 def test_proxy_read_timeout_above_ping_interval_plus_timeout(tmp_path: Path) -> None:

@@ -1,0 +1,42 @@
+"""`siokit bench` mechanics on small numbers: the real stack, the real load generator, real /proc readings.
+
+No timing is asserted: speed and capacity live in BENCHMARKS.md, produced by `make bench`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from siokit.bench import main as bench_main
+
+from .conftest import free_base_port
+
+pytestmark = pytest.mark.integration
+
+
+def test_small_loopback_bench_measures_every_component(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    rc = bench_main([
+        "--target", "loopback", "--connections", "300", "--port", str(free_base_port()),
+        "--state-dir", str(tmp_path / "stack"), "--out", str(out),
+        "--hold", "8", "--broadcast-every", "3", "--echo-every", "3",
+    ])
+    assert rc == 0
+    bench = json.loads((out / "bench.json").read_text())
+    load, measured = bench["load"], bench["measured"]
+    assert load["connections"]["peak_held"] == 300
+    assert load["connections"]["transports"] == {"websocket": 300}
+    assert load["failures"] == {}
+    assert load["broadcast"]["per_broadcast"], "no broadcast was measured"
+    assert all(b["clients"] == 300 for b in load["broadcast"]["per_broadcast"])
+    assert load["latency_ms"]["broadcast_fanout"]["count"] >= 300
+    for component in ("nginx", "uwsgi", "redis", "loadgen"):
+        assert component in measured["components"], measured["components"].keys()
+    # Holding sockets costs memory in the proxy and the app server: the readings must see it.
+    assert measured["components"]["uwsgi"]["kb_per_socket"] > 0
+    assert measured["components"]["nginx"]["kb_per_socket"] > 0
+    assert measured["held_sockets"] == 300
+    assert "siokit.load" in bench["command"] and "***" in bench["command"]  # the token is not printed
