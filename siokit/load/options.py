@@ -163,6 +163,13 @@ def build_parser(prog: str = "siokit load") -> argparse.ArgumentParser:
         help="each client emits 'echo' (with ack) every N seconds during the hold",
     )
     run.add_argument(
+        "--echo-rate",
+        type=_positive_float,
+        default=None,
+        help="echoes per second from all clients together, spread over them (not with --echo-every): "
+        "at 160k clients a per-client interval would make the probe the load",
+    )
+    run.add_argument(
         "--broadcast-every",
         type=_positive_float,
         default=None,
@@ -249,6 +256,11 @@ def make_plan(args: argparse.Namespace, nofile: tuple[int, int] | None = None) -
         rounds = args.batch_round or 1
         procs_per_bind = args.workers or 1
         total = args.batch_size * rounds * procs_per_bind * len(binds)
+
+    if args.echo_rate is not None:
+        if args.echo_every is not None:
+            raise UsageError("give --echo-every or --echo-rate, not both")
+        args.echo_every = total / args.echo_rate  # every client once per this many s -> echo_rate/s
 
     per_bind = split_evenly(total, len(binds))
     ports = _port_range()
