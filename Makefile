@@ -12,7 +12,7 @@ VENDOR_JS := app/static/vendor/socket.io.min.js
 CONNECTIONS ?= 160000
 HOLD ?= 300
 BENCH_TARGET ?= cluster
-BENCH_ARGS ?= --broadcast-every 60 --echo-every 30
+BENCH_ARGS ?= --broadcast-every 60 --echo-rate 20
 
 .PHONY: help deps venv static lint unit integration check test up down verify bench \
 	local-up local-down wheelhouse image cluster-test clean
