@@ -1,0 +1,107 @@
+"""Service configuration, read from SIOKIT_* environment variables.
+
+Stdlib only: app.wsgi reads it before gevent's monkey-patching has finished importing the world.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+ASYNC_MODES = ("threading", "eventlet", "gevent", "gevent_uwsgi")
+WEBSOCKET_DRIVERS = ("event", "stock")
+MESSAGE_QUEUE_SCHEMES = ("redis", "rediss", "unix")
+
+
+class ConfigError(ValueError):
+    """A SIOKIT_* variable holds a value the service cannot use; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Config:
+    message_queue: str | None = None
+    # None = same origin only (python-engineio's default); "*" = any; else an explicit list.
+    cors_origins: str | list[str] | None = None
+    ping_interval: int = 25
+    ping_timeout: int = 20
+    admin_secret: str | None = field(default=None, repr=False)
+    instance_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    max_message_bytes: int = 100_000
+    async_mode: str | None = None
+    # "stock" keeps python-engineio's polling uWSGI driver, for A/B measurements only.
+    websocket_driver: str = "event"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
+        """Build a Config from `env` (default: os.environ); raise ConfigError on the first bad value."""
+        env = os.environ if env is None else env
+        kwargs: dict[str, object] = {}
+        if (mq := _get(env, "SIOKIT_MESSAGE_QUEUE")) is not None:
+            kwargs["message_queue"] = _message_queue(mq)
+        if (cors := _get(env, "SIOKIT_CORS_ORIGINS")) is not None:
+            kwargs["cors_origins"] = _cors(cors)
+        if (v := _get(env, "SIOKIT_PING_INTERVAL")) is not None:
+            kwargs["ping_interval"] = _positive_int("SIOKIT_PING_INTERVAL", v)
+        if (v := _get(env, "SIOKIT_PING_TIMEOUT")) is not None:
+            kwargs["ping_timeout"] = _positive_int("SIOKIT_PING_TIMEOUT", v)
+        if (v := _get(env, "SIOKIT_ADMIN_SECRET")) is not None:
+            kwargs["admin_secret"] = v
+        if (v := _get(env, "SIOKIT_INSTANCE_ID")) is not None:
+            kwargs["instance_id"] = v
+        if (v := _get(env, "SIOKIT_MAX_MESSAGE_BYTES")) is not None:
+            kwargs["max_message_bytes"] = _positive_int("SIOKIT_MAX_MESSAGE_BYTES", v)
+        if (v := _get(env, "SIOKIT_ASYNC_MODE")) is not None:
+            kwargs["async_mode"] = _choice("SIOKIT_ASYNC_MODE", v, ASYNC_MODES)
+        if (v := _get(env, "SIOKIT_WEBSOCKET_DRIVER")) is not None:
+            kwargs["websocket_driver"] = _choice("SIOKIT_WEBSOCKET_DRIVER", v, WEBSOCKET_DRIVERS)
+        return cls(**kwargs)  # type: ignore[arg-type]
+
+
+def _get(env: Mapping[str, str], name: str) -> str | None:
+    # An empty variable counts as unset: systemd EnvironmentFile= and templates often write NAME=.
+    value = env.get(name)
+    if value is None or value.strip() == "":
+        return None
+    return value.strip()
+
+
+def _positive_int(name: str, raw: str) -> int:
+    try:
+        value = int(raw, 10)
+    except ValueError:
+        raise ConfigError(f"{name} must be a positive integer, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be a positive integer, got {raw!r}")
+    return value
+
+
+def _choice(name: str, raw: str, allowed: tuple[str, ...]) -> str:
+    if raw not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {raw!r}")
+    return raw
+
+
+def _message_queue(raw: str) -> str:
+    scheme = urlsplit(raw).scheme
+    if scheme not in MESSAGE_QUEUE_SCHEMES:
+        raise ConfigError(
+            f"SIOKIT_MESSAGE_QUEUE must be a redis URL (redis://, rediss:// or unix://), got {raw!r}"
+        )
+    return raw
+
+
+def _cors(raw: str) -> str | list[str]:
+    if raw == "*":
+        return "*"
+    origins = [o.strip() for o in raw.split(",") if o.strip()]
+    for origin in origins:
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
+            raise ConfigError(
+                "SIOKIT_CORS_ORIGINS must be '*' or a comma-separated list of origins like "
+                f"https://chat.example.com, got {origin!r}"
+            )
+    return [o.rstrip("/") for o in origins]

@@ -1,0 +1,1 @@
+"""Socket.IO namespaces of the service, one module per namespace."""

@@ -1,0 +1,68 @@
+"""Common behaviour of the service's namespaces: metrics, spoof guard, nicknames."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from flask import request
+from flask_socketio import Namespace
+
+from app.rooms import error
+from app.state import AppState
+
+log = logging.getLogger(__name__)
+
+
+class SiokitNamespace(Namespace):
+    """A Flask-SocketIO class-based namespace bound to one app's state."""
+
+    def __init__(self, namespace: str, state: AppState) -> None:
+        super().__init__(namespace)
+        self.state = state
+
+    def trigger_event(self, event: str, *args: Any) -> Any:
+        # python-socketio dispatches a client-sent 42["connect"] / 42["disconnect"] to the same
+        # handlers as the real lifecycle events; such spoofs would skew counts and nicknames.
+        if event in ("connect", "disconnect") and self._is_spoofed(event, args):
+            log.warning("ignored client-sent reserved event %r on %s", event, self.namespace)
+            return error(f"'{event}' is a reserved event")
+        known = hasattr(self, "on_" + (event or ""))
+        self.state.metrics.events.labels(namespace=self.namespace, event=event if known else "_unknown").inc()
+        if not known:
+            return error(f"unknown event {str(event)[:64]!r}")
+        return super().trigger_event(event, *args)
+
+    def _is_spoofed(self, event: str, args: tuple[Any, ...]) -> bool:
+        if not args or not isinstance(args[0], str):
+            return True
+        sid = args[0]
+        server = self.state.socketio.server
+        if event == "connect":
+            # The real connect passes the very environ object the server stored for this client.
+            return len(args) < 2 or args[1] is not server.get_environ(sid, namespace=self.namespace)
+        # The real disconnect runs after pre_disconnect(), when the sid no longer counts as connected.
+        return server.manager.is_connected(sid, self.namespace)
+
+    # helpers for subclasses -------------------------------------------------------------------
+
+    @property
+    def sid(self) -> str:
+        return request.sid  # type: ignore[attr-defined]
+
+    def nickname(self) -> str:
+        return self.state.nicknames.get((self.namespace, self.sid), "guest-" + self.sid[:6])
+
+    def remember(self, nickname: str | None) -> None:
+        if nickname is not None:
+            self.state.nicknames[(self.namespace, self.sid)] = nickname
+        self.state.metrics.socket_connected(self.namespace)
+
+    def forget(self) -> None:
+        self.state.nicknames.pop((self.namespace, self.sid), None)
+        self.state.metrics.socket_disconnected(self.namespace)
+
+    def stamp(self) -> dict[str, Any]:
+        """Fields added to every server-originated message, for tracing across instances."""
+        return {"instance": self.state.config.instance_id, "server_time": time.time()}

@@ -1,0 +1,83 @@
+"""create_app(): the Flask app and its Flask-SocketIO server, configured from a Config."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, request
+from flask_socketio import SocketIO
+
+from app.config import Config
+from app.events.admin import AdminNamespace
+from app.events.anonymous import AnonymousNamespace
+from app.events.chat import ChatNamespace
+from app.guard import OversizePostGuard
+from app.http import register_routes
+from app.metrics import Metrics
+from app.rooms import PayloadError, error
+from app.state import AppState
+
+log = logging.getLogger(__name__)
+
+
+def create_app(config: Config | None = None, async_mode: str | None = None) -> Flask:
+    """Build the app. `async_mode` overrides config.async_mode (the uWSGI entry forces gevent_uwsgi)."""
+    config = Config.from_env() if config is None else config
+    mode = async_mode or config.async_mode
+    app = Flask(__name__)
+    socketio = SocketIO(
+        app,
+        async_mode=mode,
+        message_queue=config.message_queue,
+        cors_allowed_origins=config.cors_origins,
+        ping_interval=config.ping_interval,
+        ping_timeout=config.ping_timeout,
+        max_http_buffer_size=config.max_message_bytes,
+        # The app keeps no state in the Flask session; skipping the per-socket copy saves memory.
+        manage_session=False,
+    )
+    metrics = Metrics(config.instance_id, socketio.server.eio.async_mode, _driver_name())
+    state = AppState(config=config, metrics=metrics, socketio=socketio)
+    app.extensions["siokit"] = state
+
+    socketio.on_namespace(ChatNamespace("/", state))
+    socketio.on_namespace(AnonymousNamespace("/anonymous", state))
+    socketio.on_namespace(AdminNamespace("/admin", state))
+
+    @socketio.on_error_default
+    def _on_error(exc: Exception) -> dict[str, Any]:
+        # Returned value becomes the ack: a bad payload costs the client an error, never the server.
+        if isinstance(exc, PayloadError):
+            return error(str(exc))
+        event = getattr(request, "event", {}).get("message")
+        log.exception("handler for %r on %s failed", event, getattr(request, "namespace", "?"))
+        return error("internal error")
+
+    register_routes(app, state)
+    if config.message_queue is not None:
+        # Any plain HTTP request (e.g. the first /healthz probe) starts the queue listener, so this
+        # instance hears other instances' emits before its first Socket.IO client connects.
+        app.before_request(lambda: start_message_queue(app))
+    # Wraps Flask-SocketIO's Engine.IO middleware, so it sees /socket.io requests first.
+    app.wsgi_app = OversizePostGuard(app.wsgi_app, config.max_message_bytes)  # type: ignore[method-assign]
+    return app
+
+
+def start_message_queue(app: Flask) -> None:
+    """Subscribe to the message queue now instead of at the first Socket.IO connection.
+
+    python-socketio starts the pub/sub listener lazily, on the first client connection: until then
+    (and until its SUBSCRIBE completes) emits published by other instances are lost here. Must run in
+    the worker process (after uWSGI's fork), never in the master. Idempotent.
+    """
+    server = app.extensions["socketio"].server
+    if not server.manager_initialized:
+        server.manager_initialized = True
+        server.manager.initialize()
+
+
+def _driver_name() -> str:
+    from app.uwsgi_websocket import active_driver_name
+
+    return active_driver_name() or "n/a"

@@ -1,0 +1,33 @@
+"""Plain HTTP routes: the demo page, /healthz and /metrics."""
+
+from __future__ import annotations
+
+from flask import Flask, Response, jsonify, render_template
+
+from app.metrics import CONTENT_TYPE_LATEST
+from app.state import AppState
+from app.uwsgi_websocket import active_driver_name
+
+
+def register_routes(app: Flask, state: AppState) -> None:
+    @app.get("/")
+    def index() -> str:
+        return render_template("index.html", instance_id=state.config.instance_id)
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        sockets = state.metrics.sockets()
+        return jsonify(
+            status="ok",
+            instance=state.config.instance_id,
+            connected=sum(sockets.values()),
+            sockets=sockets,
+            async_mode=state.socketio.server.eio.async_mode,
+            # Which websocket class python-engineio will use under uWSGI: proves the adapter is on.
+            websocket_driver=active_driver_name(),
+            message_queue=state.config.message_queue is not None,
+        )
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(state.metrics.render(), content_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,55 @@
+"""Prometheus metrics of one app instance, in a private registry (one per create_app())."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Info, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+
+
+class Metrics:
+    """The instance's counters; also the source of the live per-namespace socket counts."""
+
+    def __init__(self, instance_id: str, async_mode: str, websocket_driver: str) -> None:
+        # A private registry, so several apps in one process (tests) never collide on names.
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.connected = Gauge(
+            "siokit_connected_sockets",
+            "Socket.IO clients connected to this instance, per namespace",
+            ["namespace"],
+            registry=self.registry,
+        )
+        self.events = Counter(
+            "siokit_events_handled",
+            "Socket.IO client events handled by this instance",
+            ["namespace", "event"],
+            registry=self.registry,
+        )
+        self.refused = Counter(
+            "siokit_connections_refused",
+            "Connections refused (e.g. /admin without a valid token)",
+            ["namespace"],
+            registry=self.registry,
+        )
+        self.info = Info("siokit_instance", "Identity of this app instance", registry=self.registry)
+        self.info.info(
+            {"instance_id": instance_id, "async_mode": async_mode, "websocket_driver": websocket_driver}
+        )
+        self._counts: dict[str, int] = {}
+
+    def socket_connected(self, namespace: str) -> None:
+        self._counts[namespace] = self._counts.get(namespace, 0) + 1
+        self.connected.labels(namespace=namespace).set(self._counts[namespace])
+
+    def socket_disconnected(self, namespace: str) -> None:
+        # Clamped: a disconnect never drives the gauge negative, whatever the event order.
+        self._counts[namespace] = max(0, self._counts.get(namespace, 0) - 1)
+        self.connected.labels(namespace=namespace).set(self._counts[namespace])
+
+    def sockets(self) -> dict[str, int]:
+        """Live sockets per namespace on this instance."""
+        return dict(self._counts)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,168 @@
+"""An event-driven replacement for python-engineio's uWSGI websocket wrapper.
+
+Why: python-engineio's ``src/engineio/async_drivers/gevent_uwsgi.py`` (checked against 4.15.1),
+``uWSGIWebSocket.wait()``, does ``self._event.wait(timeout=3)`` "to let uWSGI do its ping/ponging",
+because uWSGI 2.0 has no cross-greenlet request context (``uwsgi.request_context`` is 2.1+). Every
+idle socket therefore wakes every 3 s; at ~40k sockets that alone saturated two cores in the project's
+60k probe. Reported upstream as miguelgrinberg/python-engineio#230 ("gevent_uwsgi use more cpu":
+raising that timeout brought gevent_uwsgi to gevent's CPU use); the 3 s timer is still in 4.15.1. The select()
+stall near 1024 fds (python-socketio#708) is a different bug, fixed in python-engineio 4.2.1.
+
+The wrapper already has everything needed to sleep until there is work: a per-socket select greenlet
+sets ``_event`` when the fd is readable, and ``send()`` sets it when a message is queued. So ``wait()``
+below blocks on that event with no timeout, then does exactly what the original does on wake-up:
+drain the send queue, then drain ``uwsgi.websocket_recv_nb()``.
+
+What the timeout bought upstream, and who provides it now:
+- Dead-peer detection: Engine.IO's own ping/pong (ping_interval + ping_timeout) closes the socket,
+  whose writer then calls ``close()``, which sets the event.
+- uWSGI's websocket ping: uWSGI 2.0.31 pings only from inside ``websocket_recv_nb()`` (core/websockets.c,
+  ``uwsgi_websockets_check_pingpong``), i.e. now only on wake-ups: it sends a ping when
+  ``websockets-ping-freq`` seconds passed since the last one, and drops the socket on a later wake-up if
+  that ping is still unanswered after ``websockets-pong-tolerance`` seconds. Engine.IO pings anyway, so
+  make it rare (ping-freq of minutes). uWSGI's master branch compares last_ping - last_pong instead,
+  which would drop a socket woken between a ping and its pong unless the tolerance exceeds the frequency.
+- Server-side close: the original returned only after the client hung up (polled every 3 s, with the
+  select greenlet already killed). Here ``close()`` marks the socket closed, and ``wait()`` flushes what
+  the writer queued (the Engine.IO close packet) and returns None.
+
+Only importable parts live at module level: ``engineio.async_drivers.gevent_uwsgi`` imports ``uwsgi``,
+which exists only inside a uWSGI worker, so ``install()`` imports it lazily.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+_DRIVER_MODULE = "engineio.async_drivers.gevent_uwsgi"
+
+
+class EventDrivenWaitMixin:
+    """wait()/close() without polling. Needs the attributes set by engineio's uWSGIWebSocket."""
+
+    _event: Any
+    _send_queue: Any
+    received_messages: list[Any]
+    _closed: bool = False
+
+    # Provided by the concrete class (engineio's uWSGIWebSocket, or a fake in unit tests). Declared
+    # as attributes, not stub methods: the mixin comes first in the MRO and must not shadow them.
+    _send: Callable[[Any], None]
+    _decode_received: Callable[[Any], Any]
+    _recv_nb: Callable[[], Any]
+    _kill_select: Callable[[], None]
+
+    def close(self) -> None:
+        self._closed = True
+        self._kill_select()
+        self._event.set()
+
+    def _flush(self) -> bool:
+        """Send everything queued; False if the connection broke."""
+        from gevent.queue import Empty
+
+        while True:
+            try:
+                msg = self._send_queue.get(block=False)
+            except Empty:
+                return True
+            try:
+                self._send(msg)
+            except OSError:
+                return False
+
+    def wait(self) -> Any:
+        """Next received message, or None once the connection is closed (either side)."""
+        while True:
+            if self.received_messages:
+                return self.received_messages.pop(0)
+            if self._closed:
+                # Closed by the server (engineio's writer): deliver its last packets, then stop.
+                self._flush()
+                return None
+            # No timeout: the select greenlet (readable fd), send() and close() all set the event.
+            self._event.wait()
+            self._event.clear()
+            if not self._flush():
+                self.close()
+                return None
+            if self._closed:
+                continue
+            while True:
+                try:
+                    msg = self._recv_nb()
+                except OSError:  # closed by the peer, a protocol error, or uWSGI's ping check
+                    self.close()
+                    return None
+                if not msg:
+                    break
+                self.received_messages.append(self._decode_received(msg))
+
+
+def _build_class() -> type:
+    import uwsgi  # only inside a uWSGI worker
+    from engineio.async_drivers.gevent_uwsgi import uWSGIWebSocket
+
+    class EventDrivenUWSGIWebSocket(EventDrivenWaitMixin, uWSGIWebSocket):  # type: ignore[misc,valid-type]
+        """python-engineio's uWSGIWebSocket with EventDrivenWaitMixin's wait()."""
+
+        def __init__(self, handler: Any, server: Any) -> None:
+            super().__init__(handler, server)
+            self._closed = False
+
+        def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+            try:
+                return super().__call__(environ, start_response)
+            finally:
+                # engineio returns without close() when a websocket upgrade fails its probe; the
+                # select greenlet would then outlive the request and watch a recycled fd.
+                self._kill_select()
+
+        def _recv_nb(self) -> Any:
+            return uwsgi.websocket_recv_nb()
+
+        def _kill_select(self) -> None:
+            greenlet = getattr(self, "_select_greenlet", None)
+            if greenlet is not None:
+                greenlet.kill(block=False)
+
+        def wait(self) -> Any:
+            if self._req_ctx is not None:
+                # uWSGI >= 2.1 blocks in websocket_recv() with a request context: nothing to fix.
+                return uWSGIWebSocket.wait(self)
+            return EventDrivenWaitMixin.wait(self)
+
+        def close(self) -> None:
+            if self._req_ctx is not None:
+                uWSGIWebSocket.close(self)
+                return
+            EventDrivenWaitMixin.close(self)
+
+    return EventDrivenUWSGIWebSocket
+
+
+def install() -> type:
+    """Make python-engineio's gevent_uwsgi mode use the event-driven wrapper. Call before create_app()."""
+    from engineio.async_drivers import gevent_uwsgi
+
+    if gevent_uwsgi._async.get("websocket") is None:
+        # Without SSL uWSGI has no websocket_handshake and clients silently stay on long-polling.
+        raise RuntimeError("this uWSGI has no websocket support (build it with SSL); see unbit/uwsgi#744")
+    cls = _build_class()
+    gevent_uwsgi._async["websocket"] = cls
+    log.info("engineio gevent_uwsgi websocket driver: %s", cls.__name__)
+    return cls
+
+
+def active_driver_name() -> str | None:
+    """Name of the websocket class engineio's gevent_uwsgi mode uses, or None outside uWSGI."""
+    module = sys.modules.get(_DRIVER_MODULE)
+    if module is None:
+        return None
+    cls = module._async.get("websocket")
+    return None if cls is None else cls.__name__

@@ -1,0 +1,26 @@
+"""uWSGI entry point: `module = app.wsgi:application`."""
+
+# Monkey-patch before anything else imports socket, ssl or threading.
+from gevent import monkey
+
+monkey.patch_all()
+
+from app.config import Config  # noqa: E402
+from app.factory import create_app, start_message_queue  # noqa: E402
+from app.uwsgi_websocket import install  # noqa: E402
+
+_config = Config.from_env()
+if _config.websocket_driver == "event":
+    install()
+# gevent_uwsgi, not gevent: under uWSGI the gevent mode has no websocket (Flask-SocketIO #1487, #1058).
+application = create_app(_config, async_mode="gevent_uwsgi")
+
+if _config.message_queue is not None:
+    try:
+        from uwsgidecorators import postfork
+    except ImportError:  # not under uWSGI: the first request starts it (see create_app)
+        pass
+    else:
+        # In each worker right after the fork: listener greenlets and Redis sockets must not be
+        # created in the master. (With lazy-apps this hook never fires; the first request covers it.)
+        postfork(lambda: start_message_queue(application))

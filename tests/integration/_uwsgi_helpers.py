@@ -1,0 +1,198 @@
+"""Start and stop real uWSGI and redis-server processes on loopback for the integration tests."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+VENV = Path(sys.prefix)
+UWSGI = VENV / "bin" / "uwsgi"
+START_TIMEOUT = 20.0
+STOP_TIMEOUT = 10.0
+
+# uWSGI's own websocket ping made rare: Engine.IO pings anyway (see app/uwsgi_websocket.py). The tolerance
+# above the frequency also keeps uWSGI's master-branch ping check (last_ping - last_pong) harmless.
+UWSGI_WS_PING = ("--websockets-ping-freq", "3600", "--websockets-pong-tolerance", "7200")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def uwsgi_args(port: int, gevent_cores: int = 200, extra: Sequence[str] = ()) -> list[str]:
+    """The uWSGI command line the tests use: one gevent worker, websockets over --http-socket."""
+    return [
+        str(UWSGI),
+        "--http-socket", f"127.0.0.1:{port}",
+        "--http-websockets",
+        "--gevent", str(gevent_cores),
+        "--master",
+        "--processes", "1",
+        "--module", "app.wsgi:application",
+        "--chdir", str(REPO),
+        "--virtualenv", str(VENV),
+        "--need-app",
+        "--die-on-term",
+        "--worker-reload-mercy", "5",
+        "--reload-mercy", "5",
+        *UWSGI_WS_PING,
+        *extra,
+    ]
+
+
+@dataclass
+class Proc:
+    """A child process in its own session, so it and its workers can be signalled as one group."""
+
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+    port: int
+    url: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-8000:]
+        except OSError:
+            return ""
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self) -> None:
+        if self.popen.poll() is not None:
+            return
+        pgid = self.popen.pid  # start_new_session=True: the group id is our own child's pid
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGTERM)
+        try:
+            self.popen.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
+            self.popen.wait(timeout=STOP_TIMEOUT)
+
+
+def _spawn(args: Sequence[str], env: Mapping[str, str], log_path: Path, port: int) -> Proc:
+    log_file = log_path.open("wb")
+    try:
+        popen = subprocess.Popen(
+            list(args),
+            env=dict(env),
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    finally:
+        log_file.close()
+    return Proc(popen=popen, log_path=log_path, port=port)
+
+
+def get_json(url: str, timeout: float = 5.0) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        return json.loads(resp.read().decode())
+
+
+@contextlib.contextmanager
+def run_uwsgi(
+    tmp_path: Path,
+    name: str = "uwsgi",
+    env: Mapping[str, str] | None = None,
+    extra: Sequence[str] = (),
+    gevent_cores: int = 200,
+) -> Iterator[Proc]:
+    """Start uWSGI serving app.wsgi on a free loopback port; yield once /healthz answers."""
+    port = free_port()
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("SIOKIT_")}
+    full_env.update({"SIOKIT_INSTANCE_ID": f"{name}:{port}", **(env or {})})
+    proc = _spawn(uwsgi_args(port, gevent_cores, extra), full_env, tmp_path / f"{name}.log", port)
+    proc.url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if not proc.alive():
+                raise RuntimeError(f"uWSGI exited early:\n{proc.log()}")
+            try:
+                proc.info = get_json(proc.url + "/healthz", timeout=1.0)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"uWSGI did not answer /healthz in {START_TIMEOUT}s:\n{proc.log()}"
+                    ) from None
+                time.sleep(0.1)
+        yield proc
+    finally:
+        proc.stop()
+
+
+@contextlib.contextmanager
+def run_redis(tmp_path: Path) -> Iterator[Proc]:
+    """A throwaway redis-server on a free loopback port, no persistence."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server not installed (Debian package redis-server)")
+    port = free_port()
+    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--dir", str(tmp_path)]
+    proc = _spawn(args, os.environ, tmp_path / "redis.log", port)
+    proc.url = f"redis://127.0.0.1:{port}/0"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if not proc.alive():
+                raise RuntimeError(f"redis-server exited early:\n{proc.log()}")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(16).startswith(b"+PONG"):
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not answer in {START_TIMEOUT}s:\n{proc.log()}")
+            time.sleep(0.1)
+        yield proc
+    finally:
+        proc.stop()
+
+
+def redis_numsub(port: int, channel: str) -> int:
+    """Subscribers of a Redis pub/sub channel (PUBSUB NUMSUB), over a raw RESP connection."""
+    with socket.create_connection(("127.0.0.1", port), 2.0) as s:
+        s.sendall(f"PUBSUB NUMSUB {channel}\r\n".encode())
+        reply = s.recv(4096).decode()
+    # *2\r\n$<len>\r\n<channel>\r\n:<count>\r\n
+    return int(reply.rsplit(":", 1)[1].split("\r\n", 1)[0])
+
+
+def process_tree_cpu_seconds(root_pid: int) -> float:
+    """utime+stime of root_pid and its children (uWSGI master + workers), from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    pids = [root_pid]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) == root_pid:
+                    pids.append(int(entry.name))
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / ticks

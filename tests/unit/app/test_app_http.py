@@ -1,0 +1,61 @@
+"""/healthz, /metrics and the demo page."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+
+def test_healthz(app: Any, connect: Any) -> None:
+    connect()
+    connect("/anonymous")
+    body = app.test_client().get("/healthz").json
+    assert body["status"] == "ok"
+    assert body["instance"] == "unit:1"
+    assert body["connected"] == 2
+    assert body["sockets"] == {"/": 1, "/anonymous": 1}
+    assert body["async_mode"] == "threading"
+    assert body["websocket_driver"] is None  # not under uWSGI
+    assert body["message_queue"] is False
+
+
+def test_metrics_content(app: Any, connect: Any) -> None:
+    client = connect()
+    client.emit("echo", 1, callback=True)
+    client.emit("echo", 2, callback=True)
+    client.emit("bogus", callback=True)
+    resp = app.test_client().get("/metrics")
+    assert resp.status_code == 200
+    assert resp.content_type.startswith("text/plain")
+    text = resp.text
+    assert 'siokit_connected_sockets{namespace="/"} 1.0' in text
+    assert 'siokit_events_handled_total{event="echo",namespace="/"} 2.0' in text
+    assert 'siokit_events_handled_total{event="_unknown",namespace="/"} 1.0' in text
+    assert 'siokit_instance_info{async_mode="threading",instance_id="unit:1",websocket_driver="n/a"} 1.0' in text
+
+
+def test_two_apps_have_private_registries(app: Any, connect: Any) -> None:
+    from app import create_app
+    from app.config import Config
+
+    other = create_app(Config(instance_id="other"), async_mode="threading")
+    connect()
+    assert 'siokit_connected_sockets{namespace="/"}' not in other.test_client().get("/metrics").text
+
+
+def test_index_page_uses_self_hosted_client(app: Any) -> None:
+    html = app.test_client().get("/").text
+    assert "/static/vendor/socket.io.min.js" in html
+    assert all(src.startswith("/static/") for src in re.findall(r'<script src="([^"]+)"', html))
+    for element_id in ("nickname", "room", "text", "transport", "instance", "state", "log"):
+        assert f'id="{element_id}"' in html
+    assert "unit:1" in html
+
+
+def test_oversized_polling_post_is_refused_before_engineio(app: Any, connect: Any) -> None:
+    http = app.test_client()
+    resp = http.post("/socket.io/?EIO=4&transport=polling&sid=x", data=b"4" + b"x" * 10_001)
+    assert resp.status_code == 413
+    resp = http.post("/socket.io/?EIO=4&transport=polling&sid=x", data=b"4hello")
+    assert resp.status_code == 400  # within the limit: Engine.IO's own answer (unknown sid)
+    assert http.get("/healthz").status_code == 200
