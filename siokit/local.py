@@ -101,7 +101,7 @@ class LocalStack:
             "app_run_dir": str(s / "run"),
             "app_ini_file": str(self.rendered / "uwsgi" / "siokit.ini"),
             "app_env_file": str(self.rendered / "uwsgi" / "siokit.env"),
-            "app_cors_origins": "*",
+            "app_cors_origins": "",  # same origin: nginx passes Host with its port
             "redis_bind_addresses": ["127.0.0.1"],
             "redis_supervised": "no",
             "redis_dir": str(s / "redis"),
