@@ -15,12 +15,13 @@ BENCH_TARGET ?= cluster
 BENCH_ARGS ?= --broadcast-every 60 --echo-rate 20
 
 .PHONY: help deps venv static lint unit integration check test up down verify bench \
-	local-up local-down wheelhouse image cluster-test clean
+	local-up local-down image cluster-test clean
 
 help:
 	@echo "make up       build the local cluster and deploy it with ansible-playbook site.yml"
 	@echo "make test     every test (what CI runs)"
 	@echo "make check    fast: lint + unit + loopback integration"
+	@echo "make verify   testinfra against the running local cluster"
 	@echo "make down     remove the local cluster / loopback stack"
 	@echo "make bench    load benchmark (CONNECTIONS=$(CONNECTIONS)); results in BENCHMARKS.md"
 	@echo "make local-up the loopback stack (Redis, uWSGI x2, nginx on 127.0.0.1:8080), no containers"
@@ -62,11 +63,26 @@ integration: venv static
 
 check: lint unit integration
 
+# The local cluster: five systemd containers (lb, app1, app2, redis, loadgen) deployed by
+# ansible-playbook site.yml through Molecule, then a health line and the URL for a browser.
 up: venv static
-	$(BIN)/python -m siokit.cli local up
+	bash scripts/cluster.sh up
+
+verify: venv
+	bash scripts/cluster.sh verify
 
 down: venv
+	bash scripts/cluster.sh down
 	$(BIN)/python -m siokit.cli local down
+
+image:
+	bash scripts/docker-ensure.sh
+	bash scripts/build-image.sh
+
+# The full Molecule sequence on a fresh cluster: destroy, syntax, create, converge, idempotence
+# (zero changes), verify (testinfra), destroy. It replaces a cluster left up by `make up`.
+cluster-test: venv static
+	bash scripts/cluster.sh test
 
 local-up: venv static
 	$(BIN)/python -m siokit.cli local up
@@ -74,7 +90,7 @@ local-up: venv static
 local-down: venv
 	$(BIN)/python -m siokit.cli local down
 
-test: check
+test: check cluster-test
 
 # The load benchmark: ramp to CONNECTIONS through the lb, hold HOLD seconds with Engine.IO pings,
 # broadcast, ramp down; per-component memory and CPU. BENCH_TARGET=loopback runs without containers.

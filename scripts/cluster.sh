@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# The local cluster (five systemd containers: lb, app1, app2, redis, loadgen) driven by Molecule.
+#
+#   scripts/cluster.sh up       docker daemon + base image + `molecule create` + `molecule converge`
+#                               (ansible/site.yml), then the URL for a browser and a health line
+#   scripts/cluster.sh verify   the testinfra suite (tests/infra) against the running cluster
+#   scripts/cluster.sh down     `molecule destroy`, then check that no container, network or NAT rule
+#                               of the cluster is left behind (exit 1 if one is)
+#   scripts/cluster.sh test     the full Molecule sequence: destroy, syntax, create, converge,
+#                               idempotence, verify, destroy
+#   scripts/cluster.sh status   containers, systemd state and lb health
+#   scripts/cluster.sh converge re-run ansible/site.yml on the running cluster
+#
+# Environment: SIOKIT_IMAGE (bring your own base image), SIOKIT_LB_HTTP_PORT (default 8080, bound to
+# 127.0.0.1 only), MOLECULE (default .venv/bin/molecule), SIOKIT_STATE_DIR (default .siokit).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+SCENARIO=cluster
+HOSTS=(lb app1 app2 redis loadgen)
+NETWORK=siokit-cluster
+SUBNET=10.210.0.0/16   # molecule/cluster/molecule.yml docker_networks
+export SIOKIT_LB_HTTP_PORT="${SIOKIT_LB_HTTP_PORT:-8080}"
+export SIOKIT_STATE_DIR="${SIOKIT_STATE_DIR:-$ROOT/.siokit}"
+DOCKER="${DOCKER:-/usr/bin/docker}"
+export DOCKER_API_VERSION="${DOCKER_API_VERSION:-1.41}"
+# The venv first (molecule runs `pytest` and `ansible-playbook` from PATH), then Debian's docker
+# client before any newer one in /usr/local/bin (the connection plugin and testinfra call `docker`).
+export PATH="$ROOT/.venv/bin:/usr/bin:/usr/sbin:$PATH"
+MOLECULE="${MOLECULE:-$ROOT/.venv/bin/molecule}"
+LB_URL="http://127.0.0.1:${SIOKIT_LB_HTTP_PORT}"
+TIMINGS="$SIOKIT_STATE_DIR/cluster-timings.log"
+
+log() { printf '[cluster] %s\n' "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+[ -x "$MOLECULE" ] || die "$MOLECULE not found: create the venv first (make venv)"
+mkdir -p "$SIOKIT_STATE_DIR"
+
+# step NAME CMD...: run and record the wall time (seconds) in .siokit/cluster-timings.log
+step() {
+    local name="$1"; shift
+    local t0=$SECONDS rc=0
+    log "$name ..."
+    "$@" || rc=$?
+    printf '%s %-16s %4ss rc=%s\n' "$(date -u +%FT%TZ)" "$name" "$((SECONDS - t0))" "$rc" >>"$TIMINGS"
+    log "$name: $((SECONDS - t0)) s (rc=$rc)"
+    return $rc
+}
+
+prerequisites() {
+    step docker-ensure "$ROOT/scripts/docker-ensure.sh"
+    step build-image "$ROOT/scripts/build-image.sh"
+}
+
+health() {
+    local body
+    if body="$(curl -fsS -m 5 "$LB_URL/healthz" 2>&1)"; then
+        log "health: lb $LB_URL/healthz -> $body"
+    else
+        log "health: lb $LB_URL/healthz FAILED: $body"
+        return 1
+    fi
+}
+
+leftovers() {
+    # Anything of the cluster still present? (containers, network, NAT rules of its subnet)
+    local found=0 c subnet="${1:-}"
+    for c in "${HOSTS[@]}"; do
+        if "$DOCKER" container inspect "$c" >/dev/null 2>&1; then
+            log "left behind: container $c"; found=1
+        fi
+    done
+    if "$DOCKER" network inspect "$NETWORK" >/dev/null 2>&1; then
+        log "left behind: network $NETWORK"; found=1
+    fi
+    if [ -n "$subnet" ] && command -v iptables >/dev/null \
+        && iptables-save 2>/dev/null | grep -F -- "$subnet" >/dev/null; then
+        log "left behind: iptables rules for $subnet:"
+        iptables-save | grep -F -- "$subnet" >&2
+        found=1
+    fi
+    return $found
+}
+
+cmd="${1:-}"
+shift || true
+case "$cmd" in
+    up)
+        prerequisites
+        step create "$MOLECULE" create -s "$SCENARIO"
+        step converge "$MOLECULE" converge -s "$SCENARIO" -- "$@"
+        log "cluster is up: open $LB_URL/ in a browser on this host (lb:80 published on 127.0.0.1 only)"
+        health
+        ;;
+    converge)
+        step converge "$MOLECULE" converge -s "$SCENARIO" -- "$@"
+        health
+        ;;
+    verify)
+        step verify "$MOLECULE" verify -s "$SCENARIO"
+        ;;
+    down)
+        subnet="$("$DOCKER" network inspect -f '{{range .IPAM.Config}}{{.Subnet}}{{end}}' "$NETWORK" 2>/dev/null || true)"
+        subnet="${subnet:-$SUBNET}"
+        if "$DOCKER" info >/dev/null 2>&1; then
+            step destroy "$MOLECULE" destroy -s "$SCENARIO"
+        else
+            log "docker daemon not answering: nothing to destroy"
+        fi
+        if leftovers "$subnet"; then
+            log "down: no container, network or NAT rule of the cluster left${subnet:+ (subnet was $subnet)}"
+        else
+            die "down: the cluster left things behind (see above)"
+        fi
+        ;;
+    test)
+        prerequisites
+        subnet="$SUBNET"
+        rc=0
+        step test "$MOLECULE" test -s "$SCENARIO" "$@" || rc=$?
+        leftovers "$subnet" || die "test: the cluster left things behind"
+        exit $rc
+        ;;
+    status)
+        "$DOCKER" ps -a --filter label=owner=molecule --format '{{.Names}}\t{{.Status}}\t{{.Ports}}'
+        for c in "${HOSTS[@]}"; do
+            if "$DOCKER" container inspect "$c" >/dev/null 2>&1; then
+                printf '%-8s systemd: %s\n' "$c" "$("$DOCKER" exec "$c" systemctl is-system-running 2>/dev/null || true)"
+            fi
+        done
+        health || true
+        ;;
+    *)
+        sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+        [ -z "$cmd" ] || [ "$cmd" = "-h" ] || [ "$cmd" = "--help" ] || exit 2
+        ;;
+esac

@@ -1,0 +1,294 @@
+"""Infra tests shared by Molecule, Vagrant and production.
+
+How the hosts are found (first that applies):
+
+1. ``SIOKIT_INFRA_HOSTS="lb=docker://lb;app=docker://app1,docker://app2;redis=docker://redis;loadgen=docker://loadgen"``
+2. an Ansible inventory, as Molecule passes it:
+   ``pytest --connection=ansible --ansible-inventory=INVENTORY tests/infra`` (add ``--sudo`` when the
+   inventory does not become root: the tests read /proc/<pid>/limits and root-only files)
+3. ``pytest --hosts=docker://lb,docker://app1,... tests/infra``: the group is the host name without
+   its trailing digits (lb, app1 -> app, redis, loadgen).
+
+Tests name the group they check with ``@pytest.mark.group("app")`` and take the ``node`` fixture:
+one test per host of the group. A group without hosts is a failure, never a silent skip; checks the
+environment cannot make (a sysctl that a container cannot set) are skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shlex
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import testinfra
+
+GROUPS = ("lb", "app", "redis", "loadgen")
+HERE = Path(__file__).resolve().parent
+
+# Where the roles put things (ansible/roles/*/defaults/main.yml); overridable for other layouts.
+PATHS = {
+    "plan": os.environ.get("SIOKIT_INFRA_PLAN_FILE", "/etc/siokit/plan.json"),
+    "app_env": "/etc/siokit/siokit.env",
+    "app_ini": "/etc/siokit/uwsgi.ini",
+    "app_venv": "/opt/siokit/venv",
+    "load_env": "/etc/siokit/load.env",
+    "redis_conf": "/etc/redis/redis.conf",
+    "nginx_access_log": "/var/log/nginx/siokit-access.log",
+}
+UWSGI_UNIT = "siokit-uwsgi@{port}.service"
+APP_TARGET = "siokit.target"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "group(name, ...): run the test once per host of these groups")
+    config.addinivalue_line("markers", "destructive: injects a fault into the cluster and restores it")
+
+
+@dataclass
+class Cluster:
+    config: pytest.Config
+    names: dict[str, list[str]] = field(default_factory=dict)
+    specs: dict[str, str] = field(default_factory=dict)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    _hosts: dict[str, Any] = field(default_factory=dict)
+    _runner: Any = None
+
+    @classmethod
+    def from_config(cls, config: pytest.Config) -> Cluster:
+        opt = config.option
+        c = cls(config)
+        c.kwargs = {
+            k: v
+            for k, v in {
+                "connection": getattr(opt, "connection", None),
+                "ansible_inventory": getattr(opt, "ansible_inventory", None),
+                "ssh_config": getattr(opt, "ssh_config", None),
+                "ssh_identity_file": getattr(opt, "ssh_identity_file", None),
+                "sudo": getattr(opt, "sudo", False),
+                "sudo_user": getattr(opt, "sudo_user", None),
+                "force_ansible": getattr(opt, "force_ansible", False),
+            }.items()
+            if v
+        }
+        explicit = os.environ.get("SIOKIT_INFRA_HOSTS", "").strip()
+        if explicit:
+            for part in explicit.split(";"):
+                group, _, specs = part.partition("=")
+                for spec in filter(None, (s.strip() for s in specs.split(","))):
+                    c._add(group.strip(), spec)
+        elif c.kwargs.get("ansible_inventory") and not getattr(opt, "hosts", None):
+            from testinfra.utils.ansible_runner import AnsibleRunner
+
+            c._runner = AnsibleRunner(c.kwargs["ansible_inventory"])
+            for group in GROUPS:
+                try:
+                    hosts = c._runner.get_hosts(group)
+                except RuntimeError:
+                    hosts = []
+                for name in sorted(hosts):
+                    c._add(group, f"ansible://{name}", name)
+        elif getattr(opt, "hosts", None):
+            for spec in opt.hosts.split(","):
+                name = re.sub(r"^\w+://", "", spec.strip()).split("@")[-1].split("?")[0]
+                group = re.sub(r"[-_]?\d+$", "", name)
+                c._add(group, spec.strip(), name)
+        return c
+
+    def _add(self, group: str, spec: str, name: str | None = None) -> None:
+        name = name or re.sub(r"^\w+://", "", spec).split("@")[-1].split("?")[0]
+        self.names.setdefault(group, [])
+        if name not in self.names[group]:
+            self.names[group].append(name)
+        self.specs[name] = spec
+
+    def group(self, group: str) -> list[str]:
+        return list(self.names.get(group, []))
+
+    def host(self, name: str):
+        if name not in self._hosts:
+            kwargs = dict(self.kwargs)
+            if self.specs[name].startswith("ansible://") or kwargs.get("connection") == "ansible":
+                kwargs.pop("connection", None)
+            else:
+                kwargs.pop("ansible_inventory", None)
+                kwargs.pop("connection", None)
+            self._hosts[name] = testinfra.get_host(self.specs[name], **kwargs)
+        return self._hosts[name]
+
+    def hosts(self, group: str) -> list:
+        names = self.group(group)
+        if not names:
+            pytest.fail(f"no host in group {group!r}: check the inventory / --hosts / SIOKIT_INFRA_HOSTS")
+        return [self.host(n) for n in names]
+
+    def address(self, name: str) -> str:
+        """The address other hosts of the cluster use to reach `name`."""
+        env = os.environ.get(f"SIOKIT_INFRA_ADDRESS_{name.upper().replace('-', '_')}")
+        if env:
+            return env
+        if self._runner is not None:
+            hv = self._runner.get_variables(name)
+            for key in ("siokit_private_address", "ansible_host"):
+                if hv.get(key):
+                    return str(hv[key])
+        return name
+
+
+@pytest.fixture(scope="session")
+def cluster(request: pytest.FixtureRequest) -> Cluster:
+    return _cluster(request.config)
+
+
+def _cluster(config: pytest.Config) -> Cluster:
+    if not hasattr(config, "_siokit_cluster"):
+        config._siokit_cluster = Cluster.from_config(config)
+    return config._siokit_cluster
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "node" not in metafunc.fixturenames:
+        return
+    marker = metafunc.definition.get_closest_marker("group")
+    groups = marker.args if marker else GROUPS
+    cl = _cluster(metafunc.config)
+    params, ids = [], []
+    for group in groups:
+        names = cl.group(group)
+        if not names:
+            params.append((group, None))
+            ids.append(f"{group}:<no host>")
+        for name in names:
+            params.append((group, name))
+            ids.append(name)
+    metafunc.parametrize("node", params, ids=ids, indirect=True, scope="module")
+
+
+@pytest.fixture(scope="module")
+def node(request: pytest.FixtureRequest, cluster: Cluster):
+    group, name = request.param
+    if name is None:
+        pytest.fail(f"no host in group {group!r}: check the inventory / --hosts / SIOKIT_INFRA_HOSTS")
+    h = cluster.host(name)
+    h.siokit_name = name  # type: ignore[attr-defined]
+    h.siokit_group = group  # type: ignore[attr-defined]
+    return h
+
+
+# ---------------------------------------------------------------- helpers shared by the test modules
+
+
+def in_container(host) -> bool:
+    r = host.run("systemd-detect-virt --container")
+    return r.rc == 0 and r.stdout.strip() not in ("", "none")
+
+
+def read_plan(host) -> dict | None:
+    """The plan the roles configured this host with (/etc/siokit/plan.json), if they wrote one."""
+    f = host.file(PATHS["plan"])
+    if not f.exists:
+        return None
+    return json.loads(f.content_string)
+
+
+def env_file(host, path: str) -> dict[str, str]:
+    f = host.file(path)
+    assert f.exists, f"{path} missing"
+    out = {}
+    for line in f.content_string.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            k, _, v = line.partition("=")
+            out[k.strip()] = v.strip().strip('"').strip("'")
+    return out
+
+
+def unit_prop(host, unit: str, prop: str) -> str:
+    return host.run(f"systemctl show -p {prop} --value {shlex.quote(unit)}").stdout.strip()
+
+
+def planned_uwsgi_ports(host) -> list[int]:
+    """Ports of every uWSGI instance this host should run: the Wants= of siokit.target."""
+    wants = unit_prop(host, APP_TARGET, "Wants")
+    ports = sorted(int(m) for m in re.findall(r"siokit-uwsgi@(\d+)\.service", wants))
+    plan = read_plan(host)
+    if plan is not None:
+        n = plan["uwsgi"]["instances_per_host"]
+        base = plan["uwsgi"].get("base_port", 8001)
+        assert ports == list(range(base, base + n)), f"siokit.target wants {ports}, the plan says {n} from {base}"
+    return ports
+
+
+def proc_nofile(host, pid: int | str) -> tuple[int, int]:
+    """(soft, hard) open-file limits of a process, from /proc/<pid>/limits."""
+    text = host.run(f"cat /proc/{pid}/limits").stdout
+    m = re.search(r"^Max open files\s+(\d+|unlimited)\s+(\d+|unlimited)", text, re.M)
+    assert m, f"no 'Max open files' in /proc/{pid}/limits: {text!r}"
+    return int(m.group(1)), int(m.group(2))
+
+
+def children(host, pid: int | str) -> list[int]:
+    out = host.run(f"ps -o pid= --ppid {pid}").stdout.split()
+    return [int(p) for p in out]
+
+
+def wait_until(fn, timeout: float = 20.0, interval: float = 0.5):
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        try:
+            return fn()
+        except AssertionError as exc:
+            last = exc
+            time.sleep(interval)
+    raise last if last else AssertionError("timeout")
+
+
+def run_probe(host, spec: dict) -> dict:
+    """Run tests/infra/sio_probe.py on `host` with its own python3 and return its JSON report."""
+    code = base64.b64encode((HERE / "sio_probe.py").read_bytes()).decode()
+    arg = shlex.quote(json.dumps(spec))
+    r = host.run(f"echo {code} | base64 -d > /tmp/siokit_sio_probe.py && python3 /tmp/siokit_sio_probe.py {arg}")
+    assert r.rc == 0, f"probe did not run: rc={r.rc} {r.stderr}"
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def nginx_dump(host) -> str:
+    r = host.run("nginx -T 2>/dev/null")
+    assert r.rc == 0, f"nginx -T failed: {r.stderr}"
+    return r.stdout
+
+
+def nginx_directive(conf: str, name: str) -> str | None:
+    m = re.search(rf"^\s*{name}\s+([^;]+);", conf, re.M)
+    return m.group(1).strip() if m else None
+
+
+@pytest.fixture(scope="session")
+def lb_url(cluster: Cluster) -> str:
+    """Base URL of the load balancer as the client hosts see it."""
+    if os.environ.get("SIOKIT_INFRA_LB_URL"):
+        return os.environ["SIOKIT_INFRA_LB_URL"].rstrip("/")
+    names = cluster.group("lb")
+    if not names:
+        pytest.fail("no host in group 'lb'")
+    return f"http://{cluster.address(names[0])}:{os.environ.get('SIOKIT_INFRA_LB_PORT', '80')}"
+
+
+@pytest.fixture(scope="session")
+def app_endpoints(cluster: Cluster) -> list[str]:
+    """http://address:port of every uWSGI instance of every app host."""
+    out = []
+    for name in cluster.group("app"):
+        ports = planned_uwsgi_ports(cluster.host(name))
+        assert ports, f"{name}: siokit.target wants no uWSGI instance"
+        out += [f"http://{cluster.address(name)}:{p}" for p in ports]
+    if not out:
+        pytest.fail("no app instance found")
+    return out
