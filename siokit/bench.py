@@ -152,7 +152,7 @@ def loopback_target(args: argparse.Namespace, out: Path) -> Target:
     from siokit import local
 
     facts = local_facts()
-    sources = max(1, -(-args.connections // 54_000))
+    sources = planner.source_ips_needed(args.connections)
     plan = planner.plan(
         planner.Target(sockets=args.connections, source_ips=sources, colocated=True),
         planner.HostFacts(facts["cores"], facts["memory_gib"], facts["nofile_hard"], facts["somaxconn"]),

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from siokit import planner
 from siokit.facts import local_facts
 from siokit.render import ROOT, render_all
 
@@ -73,7 +74,7 @@ class LocalStack:
         return {
             "siokit_plan_input": {
                 "sockets": self.sockets,
-                "source_ips": 1,
+                "source_ips": planner.source_ips_needed(self.sockets),
                 "colocated": True,
                 "uwsgi_instances_per_host": self.instances,
                 "app": local_facts(),

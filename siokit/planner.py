@@ -238,6 +238,11 @@ def _plan_nginx(target: Target, lb: HostFacts, uwsgi: UwsgiPlan, range_size: int
     )
 
 
+def source_ips_needed(sockets: int, port_range: tuple[int, int] = DEFAULT_PORT_RANGE) -> int:
+    """Fewest client source IPs that give `sockets` ephemeral ports toward one lb address."""
+    return max(1, _ceil_div(sockets, int(_port_range_size(port_range) * BIND_PORT_FRACTION)))
+
+
 def _plan_loadgen(target: Target, gen: HostFacts, range_size: int) -> LoadgenPlan:
     usable = int(range_size * BIND_PORT_FRACTION)
     needed = _ceil_div(target.sockets, usable)

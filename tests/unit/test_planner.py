@@ -126,3 +126,10 @@ def test_plan_from_mapping_is_plain_data() -> None:
     )
     assert result["uwsgi"]["instances_per_host"] == 2
     assert result["sysctls"]["net.ipv4.ip_local_port_range"] == "1024 65535"
+
+
+@pytest.mark.parametrize(("sockets", "ips"), [(1, 1), (54_835, 1), (54_836, 2), (160_000, 3)])
+def test_source_ips_needed_matches_the_refusal(sockets: int, ips: int) -> None:
+    assert planner.source_ips_needed(sockets) == ips
+    big = HostFacts(cores=64, memory_gib=4096, nofile_hard=1_048_576)
+    plan(Target(sockets=sockets, source_ips=ips, app_hosts=8), big)  # enough: no PlanError
