@@ -15,7 +15,7 @@ BENCH_TARGET ?= cluster
 BENCH_ARGS ?= --broadcast-every 60 --echo-rate 20
 
 .PHONY: help deps venv static lint unit integration check test up down verify bench \
-	local-up local-down image cluster-test clean
+	local-up local-down image cluster-test converge-test wheelhouse clean
 
 help:
 	@echo "make up       build the local cluster and deploy it with ansible-playbook site.yml"
@@ -58,8 +58,17 @@ lint: venv
 unit: venv static
 	$(PYTEST) -q tests/unit
 
+# Loopback integration (real nginx, uWSGI, Redis, Chromium); the real-host converge is `cluster`.
 integration: venv static
-	$(PYTEST) -q tests/integration
+	$(PYTEST) -q -m "not cluster" tests/integration
+
+# Roles converged on one systemd container: idempotence, byte identity with siokit render, TLS.
+converge-test: venv static
+	$(PYTEST) -q -m cluster tests/integration
+
+# Wheels for the hosts (uWSGI compiled with SSL against Debian 12's python3), built in a container.
+wheelhouse: venv
+	bash scripts/wheelhouse.sh
 
 check: lint unit integration
 
@@ -90,7 +99,7 @@ local-up: venv static
 local-down: venv
 	$(BIN)/python -m siokit.cli local down
 
-test: check cluster-test
+test: check converge-test cluster-test
 
 # The load benchmark: ramp to CONNECTIONS through the lb, hold HOLD seconds with Engine.IO pings,
 # broadcast, ramp down; per-component memory and CPU. BENCH_TARGET=loopback runs without containers.

@@ -1,0 +1,84 @@
+"""Bad variables stop ansible/site.yml before anything changes, with a message naming them.
+
+The inventory is throwaway: one host that need not exist (connection local, never reached
+for a change): the checks run in the first two plays, which only read. `--check` and a tag no
+task carries (only the `always` plays run) make sure nothing could change even if they did not.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = ROOT / ".venv" / "bin"
+GROUPS = ("lb", "app", "redis", "loadgen")
+
+
+def run_site(tmp_path: Path, host_vars: dict[str, Any], groups: tuple[str, ...] = GROUPS) -> str:
+    host = {"ansible_connection": "local", "ansible_python_interpreter": str(BIN / "python"), **host_vars}
+    inventory = {"all": {"hosts": {"throwaway": host}, "children": {g: {"hosts": {"throwaway": {}}} for g in groups}}}
+    path = tmp_path / "hosts.yml"
+    path.write_text(yaml.safe_dump(inventory))
+    env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_CONFIG": str(ROOT / "ansible" / "ansible.cfg")}
+    r = subprocess.run(
+        [str(BIN / "ansible-playbook"), "-i", str(path), "ansible/site.yml", "--check", "--tags", "siokit-preflight"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    out = r.stdout + r.stderr
+    assert r.returncode != 0, f"site.yml accepted {host_vars} / groups {groups}:\n{out}"
+    assert not re.search(r"changed=[1-9]", out), out
+    return out
+
+
+@pytest.mark.parametrize(
+    ("variables", "message"),
+    [
+        ({"app_base_port": "eighty"}, r"app_base_port must be a port number \(1-65535\), got \"eighty\""),
+        ({"siokit_redis_port": "six"}, r"argument 'siokit_redis_port' is of type str"),
+        ({"nginx_listen": "eighty"}, r"nginx_listen must be PORT or ADDRESS:PORT, got \"eighty\""),
+        ({"siokit_target_sockets": -160000}, r"siokit_target_sockets must be a positive whole number of sockets"),
+        ({"siokit_target_sockets": "lots"}, r"argument 'siokit_target_sockets' is of type str"),
+        ({"siokit_loadgen_source_ips": 0}, r"siokit_loadgen_source_ips must be a whole number >= 1"),
+        ({"redis_maxclients": "many"}, r"argument 'redis_maxclients' is of type str"),
+        ({"nginx_balance": "round_robin"}, r"nginx_balance.*(must be one of|choices)"),
+        ({"app_instances": "four"}, r"argument 'app_instances' is of type str"),
+    ],
+    ids=lambda v: next(iter(v)) if isinstance(v, dict) else None,
+)
+def test_bad_variable_is_named(tmp_path: Path, variables: dict[str, Any], message: str) -> None:
+    out = run_site(tmp_path, variables)
+    assert re.search(message, out), out
+
+
+@pytest.mark.parametrize("missing", GROUPS)
+def test_missing_group_is_named(tmp_path: Path, missing: str) -> None:
+    out = run_site(tmp_path, {}, tuple(g for g in GROUPS if g != missing))
+    assert f"inventory group '{missing}' is missing or empty" in out, out
+    # the first play stops the run: no host was even contacted
+    assert "Gather hardware" not in out
+
+
+def test_good_variables_pass_the_same_checks(tmp_path: Path) -> None:
+    """The control: the same run with valid variables gets through the checks."""
+    host = {
+        "ansible_connection": "local",
+        "ansible_python_interpreter": str(BIN / "python"),
+        "siokit_target_sockets": 20000,
+    }
+    inventory = {"all": {"hosts": {"throwaway": host}, "children": {g: {"hosts": {"throwaway": {}}} for g in GROUPS}}}
+    path = tmp_path / "hosts.yml"
+    path.write_text(yaml.safe_dump(inventory))
+    env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_CONFIG": str(ROOT / "ansible" / "ansible.cfg")}
+    r = subprocess.run(
+        [str(BIN / "ansible-playbook"), "-i", str(path), "ansible/site.yml", "--check", "--tags", "siokit-preflight"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "changed=0" in r.stdout
