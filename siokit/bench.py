@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -26,6 +27,7 @@ from siokit.render import ROOT
 
 KB = 1024
 SAMPLE_EVERY = 5.0
+GUARD_GRACE_S = 5.0
 CLUSTER_HOSTS = ("lb", "app1", "app2", "redis", "loadgen")
 
 
@@ -39,6 +41,7 @@ class Target:
     report_path: str  # where `siokit load` writes, as seen by it
     fetch_report: Any = None  # callable(local_path) copying the report out, when remote
     roots: dict[int, str | None] | None = None  # loopback: the stack's process trees
+    interrupt: Any = None  # callable(load Popen): stop the load generator gracefully (SIGINT)
     containers: set[str] | None = None  # cluster: the stack's containers
 
 
@@ -59,14 +62,22 @@ def tune_host(sysctls: dict[str, str]) -> dict[str, str]:
     return skipped
 
 
-def _sampler(stop: threading.Event, samples: list[dict[str, Any]], key: str, find: Any) -> None:
+def _sampler(stop: threading.Event, samples: list[dict[str, Any]], key: str, find: Any,
+             on_low_memory: Any, floor_bytes: int) -> None:
     procs = find()
-    refreshed = time.monotonic()
+    refreshed = refreshed_at_start = time.monotonic()
+    tripped = False
     while not stop.is_set():
         if time.monotonic() - refreshed > 10:  # load workers spawned, instances restarted
             procs, refreshed = find(), time.monotonic()
         s = procstats.sample(procs, key=key)
-        samples.append({"sample": s, "kernel": procstats.kernel_memory()})
+        kernel = procstats.kernel_memory()
+        samples.append({"sample": s, "kernel": kernel})
+        started = time.monotonic() - refreshed_at_start > GUARD_GRACE_S  # load's SIGINT handler is in place
+        if started and not tripped and kernel["mem_available"] < floor_bytes:
+            # Stop before the OOM killer picks a victim (it may pick dockerd or the stack itself).
+            tripped = True
+            on_low_memory(kernel["mem_available"])
         stop.wait(SAMPLE_EVERY)
 
 
@@ -110,7 +121,7 @@ def summarize(baseline: dict[str, Any], samples: list[dict[str, Any]], report: d
     }
 
 
-def run(target: Target, load_args: list[str], out: Path, key: str) -> dict[str, Any]:
+def run(target: Target, load_args: list[str], out: Path, key: str, floor_gib: float = 1.5) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     roots = dict(target.roots or {})
 
@@ -129,7 +140,17 @@ def run(target: Target, load_args: list[str], out: Path, key: str) -> dict[str, 
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=sys.stderr, text=True)
     if target.roots is not None:
         roots[proc.pid] = "loadgen"
-    thread = threading.Thread(target=_sampler, args=(stop, samples, key, find), daemon=True)
+    guard: dict[str, Any] = {}
+
+    def on_low_memory(available: int) -> None:
+        guard["stopped_at_mem_available_gib"] = round(available / KB**3, 2)
+        guard["stopped_after_s"] = round(time.monotonic() - t0, 1)
+        print(f"bench: MemAvailable {available / KB**3:.2f} GiB < floor {floor_gib} GiB: stopping the load",
+              file=sys.stderr, flush=True)
+        (target.interrupt or (lambda p: p.send_signal(signal.SIGINT)))(proc)
+
+    thread = threading.Thread(target=_sampler, daemon=True,
+                              args=(stop, samples, key, find, on_low_memory, int(floor_gib * KB**3)))
     thread.start()
     try:
         proc.communicate()
@@ -143,6 +164,8 @@ def run(target: Target, load_args: list[str], out: Path, key: str) -> dict[str, 
         raise RuntimeError(f"siokit load failed (exit {proc.returncode}); see stderr above")
     report = json.loads(local_report.read_text())
     summary = summarize(baseline, samples, report, t0)
+    if guard:
+        summary["memory_guard"] = guard
     bench = {"target": target.name, "command": printable, "load": report, "measured": summary}
     (out / "bench.json").write_text(json.dumps(bench, indent=2))
     return bench
@@ -188,11 +211,15 @@ def cluster_target(args: argparse.Namespace, out: Path) -> Target:
     def fetch(local_path: Path) -> None:
         subprocess.run([docker, "cp", f"loadgen:{remote}", str(local_path)], check=True)
 
+    def interrupt(_: subprocess.Popen[str]) -> None:
+        # `docker exec` does not forward signals: signal the oldest `siokit load` (the parent).
+        subprocess.run([docker, "exec", "loadgen", "pkill", "-INT", "-o", "-f", "bin/siokit load"], check=False)
+
     return Target(
         name="local cluster (lb, app1, app2, redis, loadgen containers, deployed by site.yml)",
         url=args.url or "http://lb:80", binds=ips, admin_token=token,
         load_cmd_prefix=[docker, "exec", "loadgen", "/opt/siokit/venv/bin/siokit", "load"],
-        report_path=remote, fetch_report=fetch, containers=set(CLUSTER_HOSTS),
+        report_path=remote, fetch_report=fetch, containers=set(CLUSTER_HOSTS), interrupt=interrupt,
     )
 
 
@@ -205,12 +232,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--state-dir", default=".siokit/bench-loopback")
     ap.add_argument("--out", default=f"reports/bench-{time.strftime('%Y%m%d-%H%M%S')}")
     ap.add_argument("--by-container", action="store_true", help="memory per component@container")
+    ap.add_argument("--min-available-gib", type=float, default=1.5,
+                    help="stop the load (SIGINT, clean ramp-down) when MemAvailable falls below this")
     args, load_args = ap.parse_known_args(argv)
     out = Path(args.out)
     target = loopback_target(args, out) if args.target == "loopback" else cluster_target(args, out)
     try:
         bench = run(target, ["--connections", str(args.connections), *load_args], out,
-                    key="container" if args.by_container else "component")
+                    key="container" if args.by_container else "component", floor_gib=args.min_available_gib)
     finally:
         if args.target == "loopback":
             from siokit import local

@@ -40,3 +40,18 @@ def test_small_loopback_bench_measures_every_component(tmp_path: Path) -> None:
     assert measured["components"]["nginx"]["kb_per_socket"] > 0
     assert measured["held_sockets"] == 300
     assert "siokit.load" in bench["command"] and "***" in bench["command"]  # the token is not printed
+
+
+def test_memory_guard_stops_the_load_cleanly(tmp_path: Path) -> None:
+    """A floor above all the memory there is trips at once: the load stops, the report still comes."""
+    out = tmp_path / "out"
+    rc = bench_main([
+        "--target", "loopback", "--connections", "200", "--port", str(free_base_port()),
+        "--state-dir", str(tmp_path / "stack"), "--out", str(out), "--hold", "30",
+        "--min-available-gib", "100000",
+    ])
+    assert rc == 0
+    bench = json.loads((out / "bench.json").read_text())
+    guard = bench["measured"]["memory_guard"]
+    assert guard["stopped_at_mem_available_gib"] < 100000
+    assert bench["load"]["duration"]["hold_s"] < 30  # interrupted, not held to the end
