@@ -18,19 +18,21 @@ KB = 1024
 MIB = 1024 * KB
 GIB = 1024 * MIB
 
-# Server RSS per idle websocket, Flask-SocketIO under uWSGI --gevent, gevent_uwsgi mode, 15k sockets.
-UWSGI_BYTES_PER_SOCKET = 76 * KB
+# PSS per idle websocket of Flask-SocketIO under uWSGI, gevent_uwsgi mode with the kit's event-driven
+# driver: 77.99 KB at both 20k and 60k sockets (BENCHMARKS.md, loopback; design notes: ~76 KB RSS at 15k).
+UWSGI_BYTES_PER_SOCKET = 78 * KB
 # uWSGI preallocates its async cores: ~100 MB at start for --gevent 19000 (~5.3 KB per core).
 UWSGI_BYTES_PER_ASYNC_CORE = 100 * MIB // 19000
 # Fixed RSS of one uWSGI instance with the app loaded, before any socket (master + worker).
 UWSGI_BASE_BYTES = 60 * MIB
-# nginx 1.22 proxying websockets with default buffers, per proxied client (both connections).
-NGINX_BYTES_PER_CLIENT = 18 * KB
-# asyncio client on the `websockets` library, per client (what the kit's load generator builds on).
+# nginx 1.22 PSS per proxied websocket client (both connections, proxy_buffer_size 4k): 21.75 KB at
+# 20k and 60k (BENCHMARKS.md; the design notes' 18 KB was RSS with 2 workers at 8k).
+NGINX_BYTES_PER_CLIENT = 22 * KB
+# `siokit load` (asyncio on `websockets`) PSS per client: 16.1 KB at 60k, 17.1 KB at 20k (BENCHMARKS.md).
 LOADGEN_BYTES_PER_CLIENT = 16 * KB
-# Kernel memory per idle TCP socket (struct tcp_sock, socket inode, file, epoll item): an estimate
-# from slab object sizes, ~3.5 KB; `make bench` measures the real figure from /proc/meminfo Slab.
-KERNEL_BYTES_PER_TCP_SOCKET = 3584
+# Kernel memory per idle TCP socket (tcp_sock, inode, file, epoll item, buffers): slab + TCP memory
+# grew 20.3-20.5 KB per client of four sockets at 20k and 60k (BENCHMARKS.md): ~5.1 KB per socket.
+KERNEL_BYTES_PER_TCP_SOCKET = 5200
 # Every proxied client is four kernel sockets when all hops share one kernel:
 # client, nginx downstream, nginx upstream, uWSGI.
 TCP_SOCKETS_PER_CLIENT = 4

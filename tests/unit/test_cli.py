@@ -11,7 +11,7 @@ from siokit.cli import main
 
 
 def test_plan_prints_the_sizing(capsys: pytest.CaptureFixture[str]) -> None:
-    rc = main(["plan", "--sockets", "160000", "--cores", "2", "--memory-gib", "24", "--nofile-hard", "20000",
+    rc = main(["plan", "--sockets", "160000", "--cores", "2", "--memory-gib", "32", "--nofile-hard", "20000",
                "--source-ips", "4", "--app-hosts", "2", "--colocated"])
     out = capsys.readouterr().out
     assert rc == 0
