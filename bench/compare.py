@@ -10,6 +10,8 @@ Targets:
   pyserver  bench/py_server.py (python-socketio, gevent pywsgi + gevent-websocket, no Flask)
   uwsgi     the app under plain `uwsgi --http :PORT --gevent G --http-websockets --master`
             (G = max(1000, connections + 100): uWSGI refuses sockets beyond its async cores)
+  uwsgi-doc the documentation's `uwsgi --http :PORT --gevent 1000 --http-websockets --master`, as
+            written (stock engineio driver, 1000 async cores)
   url       --url, measured through --server-pids if given (e.g. the loopback stack or a cluster)
 A single server process is bound by the per-process open-file limit (20,000 here): 160k sockets
 need the full stack (`--targets url`) and enough --bind addresses (28k ports per source IP).
@@ -94,6 +96,15 @@ def start_server(target: str, port: int, token: str, connections: int) -> subpro
             "--http-websockets", "--master", "--module", "app.wsgi:application", "--need-app",
             "--die-on-term", "--disable-logging", "--listen", "1024",
         ]  # fmt: skip
+    elif target == "uwsgi-doc":
+        # Flask-SocketIO's documented command as written, without the kit's tuning: 1000 async cores,
+        # uWSGI's http router, and python-engineio's stock (3 s polling) websocket driver.
+        uwsgi = shutil.which("uwsgi", path=str(Path(PY).parent)) or shutil.which("uwsgi") or "uwsgi"
+        env["SIOKIT_WEBSOCKET_DRIVER"] = "stock"
+        cmd = [
+            uwsgi, "--http", f"127.0.0.1:{port}", "--gevent", "1000", "--http-websockets", "--master",
+            "--module", "app.wsgi:application", "--die-on-term",
+        ]  # fmt: skip
     else:
         raise ValueError(target)
     proc = subprocess.Popen(
@@ -109,7 +120,7 @@ def run_load(url: str, args: argparse.Namespace, token: str, pids: list[int], re
         PY, "-m", "siokit.load", "--url", url, "--connections", str(args.connections),
         "--concurrency", str(args.concurrency), "--hold", str(args.hold), "--no-progress",
         "--echo-every", str(args.echo_every), "--broadcast-every", str(args.broadcast_every),
-        "--admin-token", token, "--report", str(report),
+        f"--admin-token={token}", "--report", str(report),  # the token may start with "-"
     ]  # fmt: skip
     if args.bind:
         cmd += ["--bind", args.bind]

@@ -131,8 +131,9 @@ def run(target: Target, load_args: list[str], out: Path, key: str, floor_gib: fl
     baseline = {"sample": procstats.sample(find(), key=key), "kernel": procstats.kernel_memory()}
     cmd = [*target.load_cmd_prefix, "--url", target.url, "--report", target.report_path, "--no-progress",
            *(["--bind", ",".join(target.binds)] if target.binds else []),
-           *(["--admin-token", target.admin_token] if target.admin_token else []), *load_args]
-    printable = " ".join(shlex.quote(c if c != target.admin_token else "***") for c in cmd)
+           # --opt=VALUE: a generated token may start with "-", which argparse would read as an option.
+           *([f"--admin-token={target.admin_token}"] if target.admin_token else []), *load_args]
+    printable = " ".join(shlex.quote("--admin-token=***" if c.startswith("--admin-token=") else c) for c in cmd)
     print(f"bench: {printable}", file=sys.stderr, flush=True)
     samples: list[dict[str, Any]] = []
     stop = threading.Event()
