@@ -46,19 +46,28 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def svg_line(
-    points: list[tuple[float, float]], title: str, xlabel: str, ylabel: str, width: int = 720, height: int = 260
-) -> str:
-    """A polyline chart of (x, y) points with axes and min/max labels."""
-    pad_l, pad_r, pad_t, pad_b = 60, 16, 28, 36
-    w, h = width - pad_l - pad_r, height - pad_t - pad_b
+PAD_L, PAD_R, PAD_T, PAD_B = 60, 16, 28, 36
+
+
+def _frame(title: str, width: int, height: int) -> tuple[list[str], float, float]:
+    """Opening of a chart: the svg element, its title and the x axis; returns (parts, plot w, plot h)."""
+    w, h = width - PAD_L - PAD_R, height - PAD_T - PAD_B
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">',
         f"<title>{_esc(title)}</title>",
         f'<text x="{width / 2}" y="18" text-anchor="middle" font-size="14">{_esc(title)}</text>',
-        f'<line x1="{pad_l}" y1="{pad_t + h}" x2="{pad_l + w}" y2="{pad_t + h}" stroke="#333"/>',
-        f'<line x1="{pad_l}" y1="{pad_t}" x2="{pad_l}" y2="{pad_t + h}" stroke="#333"/>',
+        f'<line x1="{PAD_L}" y1="{PAD_T + h}" x2="{PAD_L + w}" y2="{PAD_T + h}" stroke="#333"/>',
     ]
+    return parts, w, h
+
+
+def svg_line(
+    points: list[tuple[float, float]], title: str, xlabel: str, ylabel: str, width: int = 720, height: int = 260
+) -> str:
+    """A polyline chart of (x, y) points with axes and min/max labels."""
+    pad_l, pad_t = PAD_L, PAD_T
+    parts, w, h = _frame(title, width, height)
+    parts.append(f'<line x1="{pad_l}" y1="{pad_t}" x2="{pad_l}" y2="{pad_t + h}" stroke="#333"/>')
     if points:
         xmax = max(p[0] for p in points) or 1.0
         ymax = max(p[1] for p in points) or 1.0
@@ -80,14 +89,8 @@ def svg_line(
 
 def svg_histogram(hist: Histogram, title: str, width: int = 720, height: int = 240) -> str:
     """Bars per log bucket (milliseconds on a log axis), labelled at first/last bucket."""
-    pad_l, pad_r, pad_t, pad_b = 60, 16, 28, 36
-    w, h = width - pad_l - pad_r, height - pad_t - pad_b
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">',
-        f"<title>{_esc(title)}</title>",
-        f'<text x="{width / 2}" y="18" text-anchor="middle" font-size="14">{_esc(title)}</text>',
-        f'<line x1="{pad_l}" y1="{pad_t + h}" x2="{pad_l + w}" y2="{pad_t + h}" stroke="#333"/>',
-    ]
+    pad_l, pad_t = PAD_L, PAD_T
+    parts, w, h = _frame(title, width, height)
     if hist.count:
         lo, hi = min(hist.buckets), max(hist.buckets)
         n = hi - lo + 1
