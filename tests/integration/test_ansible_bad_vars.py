@@ -21,16 +21,23 @@ BIN = ROOT / ".venv" / "bin"
 GROUPS = ("lb", "app", "redis", "loadgen")
 
 
-def run_site(tmp_path: Path, host_vars: dict[str, Any], groups: tuple[str, ...] = GROUPS) -> str:
+def preflight(
+    tmp_path: Path, host_vars: dict[str, Any], groups: tuple[str, ...] = GROUPS
+) -> subprocess.CompletedProcess[str]:
+    """site.yml's checks only (--check, preflight tags) on one local throwaway host in `groups`."""
     host = {"ansible_connection": "local", "ansible_python_interpreter": str(BIN / "python"), **host_vars}
     inventory = {"all": {"hosts": {"throwaway": host}, "children": {g: {"hosts": {"throwaway": {}}} for g in groups}}}
     path = tmp_path / "hosts.yml"
     path.write_text(yaml.safe_dump(inventory))
     env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_CONFIG": str(ROOT / "ansible" / "ansible.cfg")}
-    r = subprocess.run(
+    return subprocess.run(
         [str(BIN / "ansible-playbook"), "-i", str(path), "ansible/site.yml", "--check", "--tags", "siokit-preflight"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
+
+
+def run_site(tmp_path: Path, host_vars: dict[str, Any], groups: tuple[str, ...] = GROUPS) -> str:
+    r = preflight(tmp_path, host_vars, groups)
     out = r.stdout + r.stderr
     assert r.returncode != 0, f"site.yml accepted {host_vars} / groups {groups}:\n{out}"
     assert not re.search(r"changed=[1-9]", out), out
@@ -67,18 +74,6 @@ def test_missing_group_is_named(tmp_path: Path, missing: str) -> None:
 
 def test_good_variables_pass_the_same_checks(tmp_path: Path) -> None:
     """The control: the same run with valid variables gets through the checks."""
-    host = {
-        "ansible_connection": "local",
-        "ansible_python_interpreter": str(BIN / "python"),
-        "siokit_target_sockets": 20000,
-    }
-    inventory = {"all": {"hosts": {"throwaway": host}, "children": {g: {"hosts": {"throwaway": {}}} for g in GROUPS}}}
-    path = tmp_path / "hosts.yml"
-    path.write_text(yaml.safe_dump(inventory))
-    env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_CONFIG": str(ROOT / "ansible" / "ansible.cfg")}
-    r = subprocess.run(
-        [str(BIN / "ansible-playbook"), "-i", str(path), "ansible/site.yml", "--check", "--tags", "siokit-preflight"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    r = preflight(tmp_path, {"siokit_target_sockets": 20000})
     assert r.returncode == 0, r.stdout + r.stderr
     assert "changed=0" in r.stdout
