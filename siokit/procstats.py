@@ -74,13 +74,15 @@ def _ppid(pid: str) -> int:
     return int(stat.rpartition(")")[2].split()[1]) if stat else 0
 
 
-def _descends(pid: int, parents: dict[int, int], roots: set[int]) -> bool:
-    seen = 0
-    while pid > 1 and seen < 64:
+def _root_of(pid: int, parents: dict[int, int], roots: dict[int, str | None]) -> int | None:
+    """The first of `roots` on the way from pid up to init (pid itself included), if any."""
+    for _ in range(64):
         if pid in roots:
-            return True
-        pid, seen = parents.get(pid, 0), seen + 1
-    return False
+            return pid
+        if pid <= 1:
+            return None
+        pid = parents.get(pid, 0)
+    return None
 
 
 def find_processes(
@@ -100,7 +102,7 @@ def find_processes(
         cmd = _read(f"/proc/{entry}/cmdline").replace("\0", " ").strip()
         comp = classify(cmd)
         if roots is not None:
-            root = next((r for r in roots if _descends(pid, parents, {r})), None)
+            root = _root_of(pid, parents, roots)
             if root is None:
                 continue
             comp = roots[root] or comp
