@@ -8,6 +8,9 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/pip
 PYTEST := $(BIN)/pytest
 STATE := .siokit
+# JUnit reports of each `make test` stage, added up into one closing line by scripts/test-summary.py.
+REPORTS := $(STATE)/test-reports
+JUNIT = --junitxml=$(REPORTS)/$@.xml
 VENDOR_JS := app/static/vendor/socket.io.min.js
 CONNECTIONS ?= 160000
 HOLD ?= 300
@@ -56,15 +59,15 @@ lint: venv
 	cd ansible && ../$(BIN)/ansible-lint --profile production
 
 unit: venv static
-	$(PYTEST) -q tests/unit
+	$(PYTEST) -q $(JUNIT) tests/unit
 
 # Loopback integration (real nginx, uWSGI, Redis, Chromium); the real-host converge is `cluster`.
 integration: venv static
-	$(PYTEST) -q -m "not cluster" tests/integration
+	$(PYTEST) -q $(JUNIT) -m "not cluster" tests/integration
 
 # Roles converged on one systemd container: idempotence, byte identity with siokit render, TLS.
 converge-test: venv static
-	$(PYTEST) -q -m cluster tests/integration
+	$(PYTEST) -q $(JUNIT) -m cluster tests/integration
 
 # Wheels for the hosts (uWSGI compiled with SSL against Debian 12's python3), built in a container.
 wheelhouse: venv
@@ -91,7 +94,7 @@ image:
 # The full Molecule sequence on a fresh cluster: destroy, syntax, create, converge, idempotence
 # (zero changes), verify (testinfra), destroy. It replaces a cluster left up by `make up`.
 cluster-test: venv static
-	bash scripts/cluster.sh test
+	PYTEST_ADDOPTS="--junitxml=$(CURDIR)/$(REPORTS)/$@.xml" bash scripts/cluster.sh test
 
 local-up: venv static
 	$(BIN)/python -m siokit.cli local up
@@ -99,7 +102,11 @@ local-up: venv static
 local-down: venv
 	$(BIN)/python -m siokit.cli local down
 
-test: check converge-test cluster-test
+# Ends on one line adding up every stage's tests (CI reads the closing line).
+test:
+	rm -rf $(REPORTS)
+	$(MAKE) check converge-test cluster-test
+	$(PYTHON) scripts/test-summary.py $(REPORTS) unit integration converge-test cluster-test
 
 # The load benchmark: ramp to CONNECTIONS through the lb, hold HOLD seconds with Engine.IO pings,
 # broadcast, ramp down; per-component memory and CPU. BENCH_TARGET=loopback runs without containers.
