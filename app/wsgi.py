@@ -5,13 +5,14 @@ from gevent import monkey
 
 monkey.patch_all()
 
+from app import ping_timer, uwsgi_websocket  # noqa: E402
 from app.config import Config  # noqa: E402
 from app.factory import create_app, start_message_queue  # noqa: E402
-from app.uwsgi_websocket import install  # noqa: E402
 
 _config = Config.from_env()
 if _config.websocket_driver == "event":
-    install()
+    uwsgi_websocket.install()
+    ping_timer.install()
 # gevent_uwsgi, not gevent: under uWSGI the gevent mode has no websocket (Flask-SocketIO #1487, #1058).
 application = create_app(_config, async_mode="gevent_uwsgi")
 
