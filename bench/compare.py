@@ -17,6 +17,14 @@ A single server process is bound by the per-process open-file limit (20,000 here
 need the full stack (`--targets url`) and enough --bind addresses (28k ports per source IP).
 Server RSS per socket = (peak RSS of the server's process tree during the run - RSS before) / peak
 clients held. Ratios are against node, the reference implementation, when it ran.
+
+Each target's ramp is bounded by --ramp-timeout (default 120 s; 0 = wait for the full ramp): it is
+passed to `siokit load --ramp-timeout`, which then holds what it reached for --hold seconds and
+stops as usual. Such a target is recorded with "ramp_complete": false and "ramp_note" (the reason);
+so is one whose ramp ended below the requested count (failed handshakes). The table shows the peak
+held against the requested count; a timed-out ramp's connect rate is the clients held at its last
+ramp sample over that sample's time (`siokit load`'s own figure also counts handshakes completed
+during the hold).
 """
 
 from __future__ import annotations
@@ -124,6 +132,8 @@ def run_load(url: str, args: argparse.Namespace, token: str, pids: list[int], re
     ]  # fmt: skip
     if args.bind:
         cmd += ["--bind", args.bind]
+    if args.ramp_timeout:
+        cmd += ["--ramp-timeout", str(args.ramp_timeout)]
     base = tree_rss_kb(pids) if pids else 0
     peak = base
     errlog = report.with_suffix(".stderr")
@@ -137,17 +147,67 @@ def run_load(url: str, args: argparse.Namespace, token: str, pids: list[int], re
             time.sleep(0.5)
     if not report.exists():
         raise SystemExit(f"siokit load wrote no report (exit {proc.returncode}):\n{errlog.read_text()[-2000:]}")
-    r = json.loads(report.read_text())
+    return summarize(json.loads(report.read_text()), base, peak, bool(pids), args.ramp_timeout or None)
+
+
+def ramp_outcome(r: dict[str, Any], ramp_timeout: float | None) -> tuple[bool, str | None, float | None]:
+    """(ramp complete, reason if not, connect rate per s) from a `siokit load` report.
+
+    The generator ends the ramp when every client had its first outcome, or at --ramp-timeout
+    (then ``ramp_s`` >= the timeout), or on SIGINT (``interrupted``). After a timeout the workers
+    keep connecting during the hold, so ``established / ramp_s`` would overstate the rate: use the
+    clients held at the last timeline sample of the ramp instead.
+    """
+    conns = r["connections"]
+    target, peak = conns["target"], conns["peak_held"] or 0
+    ramp_s = r["duration"]["ramp_s"]
+    rate = conns["connect_rate_per_s"]
+    failed = handshake_failures(r["failures"])
+    if r.get("interrupted"):
+        return False, f"interrupted after {ramp_s:g} s of ramp: {peak}/{target} held", rate
+    if ramp_timeout is not None and ramp_s >= ramp_timeout:
+        ramp_samples = [s for s in r["timeline"] if s["phase"] == "ramp" and s["t"] > 0]
+        last = ramp_samples[-1] if ramp_samples else None
+        rate = round(last["connected"] / last["t"], 1) if last else None
+        at_end = last["connected"] if last else 0
+        return (
+            False,
+            f"ramp timeout after {ramp_timeout:g} s: {at_end}/{target} held at the end of the ramp, "
+            f"peak {peak}/{target}, {failed} failed handshakes",
+            rate,
+        )
+    if peak < target:
+        why = ", ".join(f"{k}={v}" for k, v in sorted(r["failures"].items())) or "no failure recorded"
+        if r.get("errors"):
+            why += f"; worker errors: {len(r['errors'])}"
+        return False, f"ramp ended at {peak}/{target} held ({why})", rate
+    return True, None, rate
+
+
+def handshake_failures(failures: dict[str, int]) -> int:
+    """Failed connect attempts (first connects and reconnects); not failures on an open socket."""
+    return sum(n for reason, n in failures.items() if reason != "protocol_after_connect")
+
+
+def summarize(
+    r: dict[str, Any], base_kb: int, peak_kb: int, measured: bool, ramp_timeout: float | None
+) -> dict[str, Any]:
+    """One target's result from its `siokit load` report and the server RSS samples."""
     held = r["connections"]["peak_held"] or 0
     lat = r["latency_ms"]
+    complete, note, rate = ramp_outcome(r, ramp_timeout)
     return {
         "held": held,
         "target": r["connections"]["target"],
+        "ramp_complete": complete,
+        "ramp_note": note,
         "failures": r["failures"],
-        "server_rss_base_kb": base,
-        "server_rss_peak_kb": peak,
-        "server_kb_per_socket": round((peak - base) / held, 1) if pids and held else None,
-        "connect_rate_per_s": r["connections"]["connect_rate_per_s"],
+        "handshake_failures": handshake_failures(r["failures"]),
+        "server_rss_base_kb": base_kb,
+        "server_rss_peak_kb": peak_kb,
+        # divided by the peak actually held, not by the requested count
+        "server_kb_per_socket": round((peak_kb - base_kb) / held, 1) if measured and held else None,
+        "connect_rate_per_s": rate,
         "ramp_s": r["duration"]["ramp_s"],
         "connect_p50_ms": lat["connect"]["p50"],
         "connect_p99_ms": lat["connect"]["p99"],
@@ -157,6 +217,21 @@ def run_load(url: str, args: argparse.Namespace, token: str, pids: list[int], re
         "fanout_p99_ms": lat["broadcast_fanout"]["p99"],
         "client_kb_per_conn": r["client"]["rss_kb_per_connection"],
     }
+
+
+TABLE_COLS = [
+    "server_kb_per_socket", "connect_rate_per_s", "connect_p50_ms", "connect_p99_ms",
+    "echo_p50_ms", "fanout_p50_ms", "fanout_p99_ms", "client_kb_per_conn",
+]  # fmt: skip
+
+
+def table_row(res: dict[str, Any]) -> dict[str, str]:
+    """The printed columns of one result: peak held against requested, how the ramp ended."""
+    ramp = f"{res['ramp_s']:g}s" + ("" if res["ramp_complete"] else " PARTIAL")
+    row = {"held/requested": f"{res['held']}/{res['target']}", "ramp": ramp}
+    for c in TABLE_COLS:
+        row[c] = str(res.get(c))
+    return row
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,11 +245,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bind", default="127.0.0.2,127.0.0.3")
     ap.add_argument("--concurrency", type=int, default=200)
     ap.add_argument("--hold", type=float, default=10)
+    ap.add_argument(
+        "--ramp-timeout",
+        type=float,
+        default=120,
+        help="end each target's ramp after this many seconds and record what it reached (0 = wait for all)",
+    )
     ap.add_argument("--echo-every", type=float, default=10)
     ap.add_argument("--broadcast-every", type=float, default=2)
     ap.add_argument("--token", default="bench-s3cret")
     ap.add_argument("--out", default=None, help="write the results as JSON here")
     args = ap.parse_args(argv)
+    if args.ramp_timeout < 0:
+        ap.error("--ramp-timeout must be >= 0")
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for target in [t.strip() for t in args.targets.split(",") if t.strip()]:
@@ -198,19 +281,20 @@ def main(argv: list[str] | None = None) -> int:
                     proc.wait()
             time.sleep(2)
     ref = results.get("node")
-    cols = [
-        "held", "server_kb_per_socket", "connect_rate_per_s", "connect_p50_ms", "connect_p99_ms",
-        "echo_p50_ms", "fanout_p50_ms", "fanout_p99_ms", "client_kb_per_conn",
-    ]  # fmt: skip
-    print("target".ljust(10) + "".join(c.rjust(22) for c in cols))
+    rows = {name: table_row(res) for name, res in results.items()}
+    heads = ["held/requested", "ramp", *TABLE_COLS]
+    print("target".ljust(10) + "".join(h.rjust(22) for h in heads))
     for name, res in results.items():
-        print(name.ljust(10) + "".join(str(res.get(c)).rjust(22) for c in cols))
+        print(name.ljust(10) + "".join(rows[name][h].rjust(22) for h in heads))
+        if not res["ramp_complete"]:
+            print(f"  ramp incomplete: {res['ramp_note']}")
         if ref and name != "node" and res["server_kb_per_socket"] and ref["server_kb_per_socket"]:
             res["rss_per_socket_vs_node"] = round(res["server_kb_per_socket"] / ref["server_kb_per_socket"], 2)
-            res["connect_rate_vs_node"] = round(res["connect_rate_per_s"] / ref["connect_rate_per_s"], 2)
+            if res["connect_rate_per_s"] and ref["connect_rate_per_s"]:
+                res["connect_rate_vs_node"] = round(res["connect_rate_per_s"] / ref["connect_rate_per_s"], 2)
             print(
                 f"  vs node: {res['rss_per_socket_vs_node']}x memory per socket, "
-                f"{res['connect_rate_vs_node']}x connect rate"
+                f"{res.get('connect_rate_vs_node')}x connect rate"
             )
         if res["failures"]:
             print(f"  failures: {res['failures']}")

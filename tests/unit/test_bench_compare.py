@@ -1,0 +1,112 @@
+"""bench/compare.py: how a `siokit load` report becomes a target's result (complete, timed-out and
+short ramps), on reports built by the load generator's own build_report."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+from siokit.load.options import build_parser, make_plan
+from siokit.load.runner import build_report
+from siokit.load.stats import WorkerStats
+
+_spec = importlib.util.spec_from_file_location("bench_compare", Path(__file__).parents[2] / "bench" / "compare.py")
+assert _spec and _spec.loader
+compare = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(compare)
+
+
+def load_report(
+    *,
+    target: int,
+    established: int,
+    connected: int,
+    peak: int,
+    ramp_s: float,
+    timeline: list[dict[str, Any]],
+    failures: dict[str, int] | None = None,
+    ramp_timeout: float | None = None,
+    interrupted: bool = False,
+) -> dict[str, Any]:
+    argv = ["--url", "http://127.0.0.1:1", "--connections", str(target)]
+    if ramp_timeout:
+        argv += ["--ramp-timeout", str(ramp_timeout)]
+    plan = make_plan(build_parser().parse_args(argv), nofile=(1024, 20000))
+    st = WorkerStats()
+    st.established = established
+    st.connected = connected
+    st.attempts = established + sum((failures or {}).values())
+    st.rss_kb = 10_000
+    for reason, n in (failures or {}).items():
+        st.failures[reason] += n
+    for _ in range(established):
+        st.connect.add(0.05)
+    return build_report(plan, st, timeline, {}, interrupted, 0.0, ramp_s, 5.0, peak)
+
+
+def sample(t: float, connected: int, phase: str) -> dict[str, Any]:
+    return {"t": t, "connected": connected, "attempts": connected, "failures": 0, "phase": phase}
+
+
+def test_complete_ramp_keeps_the_generators_rate_and_divides_rss_by_held() -> None:
+    r = load_report(
+        target=300, established=300, connected=300, peak=300, ramp_s=2.0, timeline=[sample(1.0, 150, "ramp")]
+    )
+    res = compare.summarize(r, base_kb=50_000, peak_kb=80_000, measured=True, ramp_timeout=20.0)
+    assert res["ramp_complete"] is True and res["ramp_note"] is None
+    assert res["connect_rate_per_s"] == 150.0  # 300 established / 2 s
+    assert res["server_kb_per_socket"] == 100.0  # 30,000 KB / 300
+    assert compare.table_row(res)["held/requested"] == "300/300"
+    assert "PARTIAL" not in compare.table_row(res)["ramp"]
+
+
+def test_timed_out_ramp_is_marked_and_rated_over_the_ramp_only() -> None:
+    # 50 held when the 20 s deadline hit; the workers went on connecting during the hold (80 peak)
+    timeline = [sample(float(t), min(50, 10 * t), "ramp") for t in range(1, 20)]
+    timeline += [sample(20.0, 60, "hold"), sample(21.0, 80, "hold")]
+    r = load_report(
+        target=300,
+        established=80,
+        connected=80,
+        peak=80,
+        ramp_s=20.0,
+        timeline=timeline,
+        failures={"timeout": 120},
+        ramp_timeout=20,
+    )
+    assert r["connections"]["connect_rate_per_s"] == 4.0  # the generator's 80 / 20 s, hold included
+    res = compare.summarize(r, base_kb=50_000, peak_kb=58_000, measured=True, ramp_timeout=20.0)
+    assert res["ramp_complete"] is False
+    assert "timeout after 20 s" in res["ramp_note"] and "50/300 held at the end of the ramp" in res["ramp_note"]
+    assert "peak 80/300" in res["ramp_note"] and "120 failed handshakes" in res["ramp_note"]
+    assert res["connect_rate_per_s"] == round(50 / 19, 1)  # last ramp sample: 50 held at t=19
+    assert res["held"] == 80 and res["target"] == 300
+    assert res["server_kb_per_socket"] == 100.0  # 8,000 KB / 80 held, not / 300 requested
+    assert res["handshake_failures"] == 120
+    row = compare.table_row(res)
+    assert row["held/requested"] == "80/300" and row["ramp"].endswith("PARTIAL")
+
+
+def test_same_report_without_a_timeout_is_a_short_ramp_not_a_timeout() -> None:
+    r = load_report(
+        target=300,
+        established=200,
+        connected=200,
+        peak=200,
+        ramp_s=20.0,
+        timeline=[sample(1.0, 200, "ramp")],
+        failures={"refused": 100, "protocol_after_connect": 3},
+    )
+    complete, note, rate = compare.ramp_outcome(r, None)
+    assert complete is False
+    assert note == "ramp ended at 200/300 held (protocol_after_connect=3, refused=100)"
+    assert rate == 10.0
+    assert compare.handshake_failures(r["failures"]) == 100
+
+
+def test_interrupted_ramp_and_unmeasured_server() -> None:
+    r = load_report(target=300, established=10, connected=10, peak=10, ramp_s=3.0, timeline=[], interrupted=True)
+    res = compare.summarize(r, base_kb=0, peak_kb=0, measured=False, ramp_timeout=None)
+    assert res["ramp_complete"] is False and res["ramp_note"].startswith("interrupted after 3 s")
+    assert res["server_kb_per_socket"] is None
