@@ -15,6 +15,7 @@ from app.events.chat import ChatNamespace
 from app.guard import OversizePostGuard
 from app.http import register_routes
 from app.metrics import Metrics
+from app.room_index import client_manager
 from app.rooms import PayloadError, error
 from app.state import AppState
 
@@ -29,7 +30,8 @@ def create_app(config: Config | None = None, async_mode: str | None = None) -> F
     socketio = SocketIO(
         app,
         async_mode=mode,
-        message_queue=config.message_queue,
+        # Flask-SocketIO's manager for this queue, with a sid -> rooms index (app/room_index.py).
+        client_manager=client_manager(config.message_queue),
         cors_allowed_origins=config.cors_origins,
         ping_interval=config.ping_interval,
         ping_timeout=config.ping_timeout,
