@@ -18,9 +18,10 @@ KB = 1024
 MIB = 1024 * KB
 GIB = 1024 * MIB
 
-# PSS per idle websocket of Flask-SocketIO under uWSGI, gevent_uwsgi mode with the kit's event-driven
-# driver: 77.99 KB at both 20k and 60k sockets (BENCHMARKS.md, loopback; design notes: ~76 KB RSS at 15k).
-UWSGI_BYTES_PER_SOCKET = 78 * KB
+# PSS per idle websocket of Flask-SocketIO under uWSGI, gevent_uwsgi mode with the kit's driver
+# (read watcher, timer pings, room index): 56.4 KB per socket each app host held in two 160k cluster
+# runs, 61.9 KB at 5k on loopback (BENCHMARKS.md; 78 KB with the select greenlet and ping greenlets).
+UWSGI_BYTES_PER_SOCKET = 57 * KB
 # uWSGI preallocates its async cores: ~100 MB at start for --gevent 19000 (~5.3 KB per core).
 UWSGI_BYTES_PER_ASYNC_CORE = 100 * MIB // 19000
 # Fixed RSS of one uWSGI instance with the app loaded, before any socket (master + worker).
@@ -28,8 +29,9 @@ UWSGI_BASE_BYTES = 60 * MIB
 # nginx 1.22 PSS per proxied websocket client (both connections, proxy_buffer_size 4k): 21.75 KB at
 # 20k and 60k (BENCHMARKS.md; the design notes' 18 KB was RSS with 2 workers at 8k).
 NGINX_BYTES_PER_CLIENT = 22 * KB
-# `siokit load` (asyncio on `websockets`) PSS per client: 16.1 KB at 60k, 17.1 KB at 20k (BENCHMARKS.md).
-LOADGEN_BYTES_PER_CLIENT = 16 * KB
+# `siokit load` (asyncio on `websockets`) PSS per client: 16.6-16.8 KB at 160k, 16.1 KB at 60k, 17.1 KB
+# at 20k (BENCHMARKS.md).
+LOADGEN_BYTES_PER_CLIENT = 17 * KB
 # Kernel memory per idle TCP socket (tcp_sock, inode, file, epoll item, buffers): slab + TCP memory
 # grew 20.3-20.5 KB per client of four sockets at 20k and 60k (BENCHMARKS.md): ~5.1 KB per socket.
 KERNEL_BYTES_PER_TCP_SOCKET = 5200
