@@ -87,7 +87,9 @@ def _choice(name: str, raw: str, allowed: tuple[str, ...]) -> str:
 def _message_queue(raw: str) -> str:
     scheme = urlsplit(raw).scheme
     if scheme not in MESSAGE_QUEUE_SCHEMES:
-        raise ConfigError(f"SIOKIT_MESSAGE_QUEUE must be a redis URL (redis://, rediss:// or unix://), got {raw!r}")
+        raise ConfigError(
+            f"SIOKIT_MESSAGE_QUEUE must be a redis URL (redis://, rediss:// or unix://), got {raw!r}"
+        )
     return raw
 
 

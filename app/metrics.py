@@ -33,7 +33,9 @@ class Metrics:
             registry=self.registry,
         )
         self.info = Info("siokit_instance", "Identity of this app instance", registry=self.registry)
-        self.info.info({"instance_id": instance_id, "async_mode": async_mode, "websocket_driver": websocket_driver})
+        self.info.info(
+            {"instance_id": instance_id, "async_mode": async_mode, "websocket_driver": websocket_driver}
+        )
         self._counts: dict[str, int] = {}
 
     def socket_connected(self, namespace: str) -> None:

@@ -38,26 +38,18 @@ def uwsgi_args(port: int, gevent_cores: int = 200, extra: Sequence[str] = ()) ->
     """The uWSGI command line the tests use: one gevent worker, websockets over --http-socket."""
     return [
         str(UWSGI),
-        "--http-socket",
-        f"127.0.0.1:{port}",
+        "--http-socket", f"127.0.0.1:{port}",
         "--http-websockets",
-        "--gevent",
-        str(gevent_cores),
+        "--gevent", str(gevent_cores),
         "--master",
-        "--processes",
-        "1",
-        "--module",
-        "app.wsgi:application",
-        "--chdir",
-        str(REPO),
-        "--virtualenv",
-        str(VENV),
+        "--processes", "1",
+        "--module", "app.wsgi:application",
+        "--chdir", str(REPO),
+        "--virtualenv", str(VENV),
         "--need-app",
         "--die-on-term",
-        "--worker-reload-mercy",
-        "5",
-        "--reload-mercy",
-        "5",
+        "--worker-reload-mercy", "5",
+        "--reload-mercy", "5",
         *UWSGI_WS_PING,
         *extra,
     ]
@@ -142,7 +134,9 @@ def run_uwsgi(
                 break
             except OSError:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"uWSGI did not answer /healthz in {START_TIMEOUT}s:\n{proc.log()}") from None
+                    raise RuntimeError(
+                        f"uWSGI did not answer /healthz in {START_TIMEOUT}s:\n{proc.log()}"
+                    ) from None
                 time.sleep(0.1)
         yield proc
     finally:
@@ -156,19 +150,8 @@ def run_redis(tmp_path: Path) -> Iterator[Proc]:
     if binary is None:
         raise RuntimeError("redis-server not installed (Debian package redis-server)")
     port = free_port()
-    args = [
-        binary,
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--dir",
-        str(tmp_path),
-    ]
+    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--dir", str(tmp_path)]
     proc = _spawn(args, os.environ, tmp_path / "redis.log", port)
     proc.url = f"redis://127.0.0.1:{port}/0"
     try:

@@ -38,7 +38,8 @@ def test_plan_respects_limits_or_refuses(target: Target, host: HostFacts) -> Non
         assert re.search(r"\d", str(exc)), "a refusal must carry its arithmetic"
         return
     # Never ask for more than the host's hard limit.
-    for limit in (p.uwsgi.limit_nofile, p.nginx.worker_rlimit_nofile, p.nginx.limit_nofile, p.loadgen.limit_nofile):
+    for limit in (p.uwsgi.limit_nofile, p.nginx.worker_rlimit_nofile, p.nginx.limit_nofile,
+                  p.loadgen.limit_nofile):
         assert limit <= host.nofile_hard
     # Every socket has a place: uWSGI instances, async cores, nginx connections, ports.
     assert p.uwsgi.instances_per_host * p.uwsgi.sockets_per_instance >= p.sockets_per_app_host
@@ -80,10 +81,8 @@ def test_160k_colocated_fits_this_machine_and_180k_does_not_and_says_why() -> No
 
 
 def test_160k_on_one_32_gib_host_needs_several_processes_and_source_ips() -> None:
-    p = plan(
-        Target(sockets=160_000, app_hosts=2, source_ips=4, colocated=True),
-        HostFacts(cores=2, memory_gib=32, nofile_hard=20000, somaxconn=4096),
-    )
+    p = plan(Target(sockets=160_000, app_hosts=2, source_ips=4, colocated=True),
+             HostFacts(cores=2, memory_gib=32, nofile_hard=20000, somaxconn=4096))
     assert p.uwsgi.instances_per_host >= 5  # 80k per host at < 20k fds per instance
     assert p.nginx.worker_processes * (20000 - FD_RESERVE) >= 2 * 160_000
     assert p.loadgen.workers >= 9

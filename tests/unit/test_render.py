@@ -15,9 +15,7 @@ BASE: dict[str, Any] = {
     "siokit_redis_host": "10.0.0.5",
     "nginx_upstream_servers": ["10.0.0.2:8001", "10.0.0.2:8002", "10.0.0.3:8001"],
     "siokit_plan_input": {
-        "sockets": 160000,
-        "app_hosts": 2,
-        "source_ips": 4,
+        "sockets": 160000, "app_hosts": 2, "source_ips": 4,
         "app": {"cores": 2, "memory_gib": 24, "nofile_hard": 20000},
     },
 }

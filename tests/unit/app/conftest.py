@@ -46,6 +46,7 @@ def connect(app: Flask, socketio: SocketIO) -> Iterator[Callable[..., SocketIOTe
                 client.disconnect(namespace=ns)
 
 
+
 @pytest.fixture
 def received() -> Callable[..., list[Any]]:
     def _received(client: SocketIOTestClient, name: str, namespace: str = "/") -> list[Any]:
