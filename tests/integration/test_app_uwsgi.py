@@ -145,11 +145,8 @@ def test_server_pings_on_schedule_from_the_timer(tmp_path: Path) -> None:
     # app/ping_timer.py: pings come from a libev timer, one per interval after each pong.
     env = {**BASE_ENV, "SIOKIT_PING_INTERVAL": "1", "SIOKIT_PING_TIMEOUT": "2"}
     with run_uwsgi(tmp_path, env=env) as proc:
-        ws = websocket.create_connection(ws_url(proc), timeout=5)
+        ws = _raw_session(proc)
         try:
-            assert ws.recv().startswith("0{")
-            ws.send("40")
-            assert ws.recv().startswith("40")
             start, pings = time.monotonic(), []
             while len(pings) < 3:  # a missing ping ends this in recv()'s 5 s timeout
                 if ws.recv() == "2":
@@ -166,11 +163,8 @@ def test_server_side_close_ends_the_websocket(tmp_path: Path) -> None:
     # (exercises close() -> wait() returns None with no timer to fall back on).
     env = {**BASE_ENV, "SIOKIT_PING_INTERVAL": "1", "SIOKIT_PING_TIMEOUT": "1"}
     with run_uwsgi(tmp_path, env=env) as proc:
-        ws = websocket.create_connection(ws_url(proc), timeout=10)
+        ws = _raw_session(proc, timeout=10)
         try:
-            assert ws.recv().startswith("0{")
-            ws.send("40")
-            assert ws.recv().startswith("40")
             start = time.monotonic()
             closed = False
             while time.monotonic() - start < 8:
@@ -226,8 +220,9 @@ def test_uwsgi_websocket_ping_still_works_on_wakeups(tmp_path: Path) -> None:
 # --- malformed input never takes the server down ------------------------------------------------
 
 
-def _raw_session(proc: Proc) -> websocket.WebSocket:
-    ws = websocket.create_connection(ws_url(proc), timeout=5)
+def _raw_session(proc: Proc, timeout: float = 5) -> websocket.WebSocket:
+    """A raw websocket that has completed the Engine.IO open and the Socket.IO connect to "/"."""
+    ws = websocket.create_connection(ws_url(proc), timeout=timeout)
     assert ws.recv().startswith("0{")
     ws.send("40")
     assert ws.recv().startswith("40")
