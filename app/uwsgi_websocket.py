@@ -8,9 +8,10 @@ idle socket therefore wakes every 3 s; at ~40k sockets that alone saturated two 
 raising that timeout brought gevent_uwsgi to gevent's CPU use); the 3 s timer is still in 4.15.1. The select()
 stall near 1024 fds (python-socketio#708) is a different bug, fixed in python-engineio 4.2.1.
 
-The wrapper already has everything needed to sleep until there is work: a per-socket select greenlet
-sets ``_event`` when the fd is readable, and ``send()`` sets it when a message is queued. So ``wait()``
-below blocks on that event with no timeout, then does exactly what the original does on wake-up:
+The wrapper has almost everything needed to sleep until there is work: upstream's per-socket select
+greenlet sets ``_event`` when the fd is readable (here a libev read watcher on the fd does that, without
+a greenlet per socket), and ``send()`` sets it when a message is queued. So ``wait()`` below blocks on
+that event with no timeout, then does exactly what the original does on wake-up:
 drain the send queue, then drain ``uwsgi.websocket_recv_nb()``.
 
 What the timeout bought upstream, and who provides it now:
@@ -58,7 +59,7 @@ class EventDrivenWaitMixin:
     _send: Callable[[Any], None]
     _decode_received: Callable[[Any], Any]
     _recv_nb: Callable[[], Any]
-    _kill_select: Callable[[], None]
+    _stop_watcher: Callable[[], None]
 
     def send(self, msg: Any) -> None:
         """Queue a message; wait(), in the request greenlet, transmits it (uWSGI 2.0 needs that)."""
@@ -67,7 +68,7 @@ class EventDrivenWaitMixin:
 
     def close(self) -> None:
         self._closed = True
-        self._kill_select()
+        self._stop_watcher()
         self._event.set()
 
     def _flush(self) -> bool:
@@ -89,7 +90,7 @@ class EventDrivenWaitMixin:
                 # Closed by the server (engineio's writer): deliver its last packets, then stop.
                 self._flush()
                 return None
-            # No timeout: the select greenlet (readable fd), send() and close() all set the event.
+            # No timeout: the read watcher (readable fd), send() and close() all set the event.
             self._event.wait()
             self._event.clear()
             if not self._flush():
@@ -141,14 +142,14 @@ def _build_class() -> type:
             finally:
                 # engineio returns without close() when a websocket upgrade fails its probe; the
                 # watcher would then outlive the request and watch a recycled fd.
-                self._kill_select()
+                self._stop_watcher()
             uwsgi.disconnect()
             return ""
 
         def _recv_nb(self) -> Any:
             return uwsgi.websocket_recv_nb()
 
-        def _kill_select(self) -> None:
+        def _stop_watcher(self) -> None:
             if self._watcher is not None:
                 self._watcher.close()
                 self._watcher = None

@@ -267,7 +267,7 @@ def test_malformed_websocket_frames(server: Proc, frames: list[Any]) -> None:
 
 def test_failed_websocket_upgrade_without_probe(server: Proc) -> None:
     # python-engineio returns from the websocket handler without close() when the upgrade probe is
-    # wrong: the adapter must still end the request and its select greenlet.
+    # wrong: the adapter must still end the request and stop its read watcher.
     with urllib.request.urlopen(f"{server.url}/socket.io/?EIO=4&transport=polling", timeout=5) as resp:
         sid = json.loads(resp.read().decode()[1:])["sid"]
     for first in ("5", "garbage", "2notprobe"):

@@ -38,7 +38,7 @@ class FakeSocket(EventDrivenWaitMixin):
         self.incoming: list[Any] = []  # what websocket_recv_nb() returns, in order
         self.sent: list[Any] = []
         self.recv_calls = 0
-        self.select_killed = False
+        self.watcher_stopped = False
         self.send_error: Exception | None = None
 
     def _recv_nb(self) -> Any:
@@ -58,8 +58,8 @@ class FakeSocket(EventDrivenWaitMixin):
     def _decode_received(self, msg: Any) -> Any:
         return msg.decode() if isinstance(msg, bytes) else msg
 
-    def _kill_select(self) -> None:
-        self.select_killed = True
+    def _stop_watcher(self) -> None:
+        self.watcher_stopped = True
 
     # what the read watcher does
     def readable(self, *frames: Any) -> None:
@@ -106,7 +106,7 @@ def test_server_side_close_flushes_and_returns_none() -> None:
     ws.close()  # ...which then closes the socket
     assert waiter.get(timeout=1) is None
     assert ws.sent == ["1"]
-    assert ws.select_killed
+    assert ws.watcher_stopped
     assert ws.wait() is None  # stays closed
 
 
@@ -114,7 +114,7 @@ def test_peer_close_returns_none() -> None:
     ws = FakeSocket()
     ws.readable(OSError("unable to receive websocket message"))
     assert ws.wait() is None
-    assert ws.select_killed
+    assert ws.watcher_stopped
 
 
 def test_send_failure_returns_none() -> None:
@@ -122,7 +122,7 @@ def test_send_failure_returns_none() -> None:
     ws.send_error = OSError("broken pipe")
     ws.send("2")
     assert ws.wait() is None
-    assert ws.select_killed
+    assert ws.watcher_stopped
 
 
 # --- install(): patching python-engineio's gevent_uwsgi driver with a fake `uwsgi` module -------
