@@ -55,6 +55,7 @@ static: $(VENDOR_JS)
 
 lint: venv
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/yamllint -s ansible molecule
 	cd ansible && ../$(BIN)/ansible-lint --profile production
 
