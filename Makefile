@@ -67,8 +67,9 @@ integration: venv static
 	$(PYTEST) -q $(JUNIT) -m "not cluster" tests/integration
 
 # Roles converged on one systemd container: idempotence, byte identity with siokit render, TLS.
-converge-test: venv static
-	$(PYTEST) -q $(JUNIT) -m cluster tests/integration
+# Docker and the base image come first, and their absence fails the stage instead of skipping it.
+converge-test: venv static image
+	SIOKIT_REQUIRE_DOCKER=1 $(PYTEST) -q $(JUNIT) -m cluster tests/integration
 
 # Wheels for the hosts (uWSGI compiled with SSL against Debian 12's python3), built in a container.
 wheelhouse: venv
