@@ -170,21 +170,3 @@ def kernel_memory() -> dict[str, int]:
             parts = line.split()
             tcp_mem = int(parts[parts.index("mem") + 1]) * PAGE
     return {"slab": meminfo.get("Slab", 0), "tcp_buffers": tcp_mem, "mem_available": meminfo.get("MemAvailable", 0)}
-
-
-def established(port: int | None = None) -> int:
-    """ESTABLISHED TCP sockets in this netns (to or from `port` when given)."""
-    total = 0
-    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in _read(path).splitlines()[1:]:
-            cols = line.split()
-            if cols[3] != "01":
-                continue
-            if port is None:
-                total += 1
-                continue
-            local_port = int(cols[1].rsplit(":", 1)[1], 16)
-            remote_port = int(cols[2].rsplit(":", 1)[1], 16)
-            if port in (local_port, remote_port):
-                total += 1
-    return total
