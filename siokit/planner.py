@@ -299,11 +299,11 @@ def _plan_memory(
         avail = facts.memory_gib * GIB * MEMORY_BUDGET
         if need > avail:
             raise PlanError(
-                f"{s} sockets do not fit in memory on {where}: needs {need / GIB:.1f} GiB "
+                f"{s} sockets do not fit in memory on {where}: needs {need / GIB:.2f} GiB "
                 f"(uWSGI {UWSGI_BYTES_PER_SOCKET // KB} KB, nginx {NGINX_BYTES_PER_CLIENT // KB} KB, "
                 f"load generator {LOADGEN_BYTES_PER_CLIENT // KB} KB per socket, kernel "
                 f"{KERNEL_BYTES_PER_TCP_SOCKET} B per TCP socket) but {facts.memory_gib:g} GiB x "
-                f"{MEMORY_BUDGET:g} = {avail / GIB:.1f} GiB is the budget"
+                f"{MEMORY_BUDGET:g} = {avail / GIB:.2f} GiB is the budget"
             )
     return MemoryPlan(
         uwsgi_per_app_host=uwsgi_host,
