@@ -57,13 +57,14 @@ def test_polling_first_then_upgrade_like_the_js_client(stack: LocalStack) -> Non
         while c.transport() != "websocket" and time.monotonic() < deadline:
             time.sleep(0.1)
         assert c.transport() == "websocket"
-        sid = c.get_sid()
+        eio_sid = c.eio.sid  # the Engine.IO session id, which is what nginx logs in the URL
+        assert eio_sid
         assert c.call("echo", "after-upgrade", timeout=5)["data"] == "after-upgrade"
     finally:
         c.disconnect()
     time.sleep(5.5)  # access_log flushes every 5 s
     log = (stack.state_dir / "nginx-access.log").read_text()
-    upgrade_lines = [line for line in log.splitlines() if "transport=websocket" in line and sid is not None]
+    upgrade_lines = [line for line in log.splitlines() if "transport=websocket" in line and f"sid={eio_sid}" in line]
     assert any('" 101 ' in line for line in upgrade_lines), log[-2000:]
 
 
