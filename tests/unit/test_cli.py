@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from siokit.cli import main
+from siokit.commands import commands_dict
 
 
 def test_plan_prints_the_sizing(capsys: pytest.CaptureFixture[str]) -> None:
@@ -45,3 +46,18 @@ def test_render_names_a_missing_variable(tmp_path: Path, capsys: pytest.CaptureF
     vars_file.write_text("nginx_upstream_servers: []\n")
     assert main(["render", str(vars_file), str(tmp_path / "out")]) == 2
     assert "siokit_" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", sorted(commands_dict))
+def test_every_registered_command_has_a_parser_with_help(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main([name, "--help"])
+    assert exc.value.code == 0
+    assert "usage:" in capsys.readouterr().out
+
+
+def test_unknown_command_lists_the_registry(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["nope"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown command 'nope'" in err
+    assert all(name in err for name in ("plan", "render", "local", "load", "bench"))

@@ -1,0 +1,55 @@
+"""`siokit plan`: size a deployment for a target number of sockets on this host's (or given) facts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from siokit import planner
+from siokit.facts import local_facts
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="siokit plan", description=__doc__)
+    p.add_argument("--sockets", type=int, required=True)
+    p.add_argument("--cores", type=int, help="cores per host (default: this machine's)")
+    p.add_argument("--memory-gib", type=float, help="memory per host (default: this machine's)")
+    p.add_argument("--nofile-hard", type=int, help="hard RLIMIT_NOFILE (default: this machine's)")
+    p.add_argument("--somaxconn", type=int, help="net.core.somaxconn (default: this machine's)")
+    p.add_argument("--source-ips", type=int, default=1, help="source IPs on the load generator")
+    p.add_argument("--lb-source-ips", type=int, help="local addresses nginx binds toward upstreams")
+    p.add_argument("--app-hosts", type=int, default=1)
+    p.add_argument("--ping-interval", type=int, help="Engine.IO ping interval (default: planned)")
+    p.add_argument("--colocated", action="store_true", help="every group on this one host")
+    p.add_argument("--json", action="store_true")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    facts = local_facts()
+    host = planner.HostFacts(
+        cores=args.cores or facts["cores"],
+        memory_gib=args.memory_gib or facts["memory_gib"],
+        nofile_hard=args.nofile_hard or facts["nofile_hard"],
+        somaxconn=args.somaxconn or facts["somaxconn"],
+    )
+    target = planner.Target(
+        sockets=args.sockets,
+        app_hosts=args.app_hosts,
+        source_ips=args.source_ips,
+        lb_source_ips=args.lb_source_ips,
+        ping_interval=args.ping_interval,
+        colocated=args.colocated,
+    )
+    try:
+        result = planner.plan(target, host)
+    except planner.PlanError as exc:
+        print(f"siokit plan: impossible target: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(planner.format_plan(result, host))
+    return 0
