@@ -26,8 +26,18 @@ def register_routes(app: Flask, state: AppState) -> None:
             # Which websocket class python-engineio will use under uWSGI: proves the adapter is on.
             websocket_driver=active_driver_name(),
             message_queue=state.config.message_queue is not None,
+            # Without it the message queue's socket blocks the hub (Flask-SocketIO #531).
+            monkey_patched=_monkey_patched(),
         )
 
     @app.get("/metrics")
     def metrics() -> Response:
         return Response(state.metrics.render(), content_type=CONTENT_TYPE_LATEST)
+
+
+def _monkey_patched() -> bool | None:
+    """Whether gevent patched the socket module; None when gevent is not in use."""
+    import sys
+
+    monkey = sys.modules.get("gevent.monkey")
+    return None if monkey is None else bool(monkey.is_module_patched("socket"))
