@@ -57,6 +57,16 @@ FD_RESERVE = 512
 MEMORY_BUDGET = 0.9
 # Engine.IO default ping interval; the planner raises it when pings would eat the CPU budget.
 DEFAULT_PING_INTERVAL = 25
+# Socket.IO's default ping timeout; the planner raises it only when a broadcast to everyone could
+# take longer to fan out, because a pong (and the ping it answers) waits behind that broadcast.
+DEFAULT_PING_TIMEOUT = 20
+# CPU per delivered message of a broadcast, per component (BENCHMARKS.md, "Where a broadcast's time
+# goes": loopback, 20,000 clients, CPU-seconds per broadcast above the idle rate / deliveries).
+UWSGI_CPU_S_PER_DELIVERY = 47e-6
+NGINX_CPU_S_PER_DELIVERY = 15e-6
+LOADGEN_CPU_S_PER_DELIVERY = 65e-6  # counted only when the load generator shares the cores
+# The timeout must exceed the fan-out time by this factor: the estimate ignores other traffic.
+PING_TIMEOUT_MARGIN = 1.5
 DEFAULT_PORT_RANGE = (1024, 65535)
 DEFAULT_LISTEN_BACKLOG = 4096
 
@@ -91,6 +101,7 @@ class Target:
     source_ips: int = 1
     lb_source_ips: int | None = None
     ping_interval: int | None = None
+    ping_timeout: int | None = None
     port_range: tuple[int, int] = DEFAULT_PORT_RANGE
     colocated: bool = False
     uwsgi_instances_per_host: int | None = None
@@ -145,6 +156,9 @@ class Plan:
     sockets_per_app_host: int
     ping_interval: int
     ping_cpu_cores: float
+    ping_timeout: int
+    # Seconds one broadcast to every socket takes to leave the servers (CPU per delivery / cores).
+    broadcast_fanout_s: float
     uwsgi: UwsgiPlan
     nginx: NginxPlan
     loadgen: LoadgenPlan
@@ -188,6 +202,44 @@ def _ping_interval(target: Target, app: HostFacts) -> tuple[int, float]:
                 f"use >= {needed} s or more app cores"
             )
     return interval, target.sockets / interval * PING_CPU_SECONDS
+
+
+def _fanout_seconds(target: Target, app: HostFacts, lb: HostFacts, per_host: int) -> tuple[float, str]:
+    """Time for one broadcast to everyone to leave the servers, and the arithmetic behind it."""
+    if target.colocated:
+        per = UWSGI_CPU_S_PER_DELIVERY + NGINX_CPU_S_PER_DELIVERY + LOADGEN_CPU_S_PER_DELIVERY
+        secs = target.sockets * per / app.cores
+        return secs, (f"{target.sockets} deliveries x ({UWSGI_CPU_S_PER_DELIVERY * 1e6:g} uWSGI + "
+                      f"{NGINX_CPU_S_PER_DELIVERY * 1e6:g} nginx + {LOADGEN_CPU_S_PER_DELIVERY * 1e6:g} load "
+                      f"generator) us / {app.cores} shared cores = {secs:.1f} s")
+    app_s = per_host * UWSGI_CPU_S_PER_DELIVERY / app.cores
+    lb_s = target.sockets * NGINX_CPU_S_PER_DELIVERY / lb.cores
+    return max(app_s, lb_s), (
+        f"max({per_host} deliveries per app host x {UWSGI_CPU_S_PER_DELIVERY * 1e6:g} us / {app.cores} cores "
+        f"= {app_s:.1f} s, {target.sockets} x {NGINX_CPU_S_PER_DELIVERY * 1e6:g} us / {lb.cores} lb cores "
+        f"= {lb_s:.1f} s)"
+    )
+
+
+def _ping_timeout(target: Target, fanout_s: float, why: str) -> tuple[int, list[str]]:
+    """Socket.IO's 20 s unless a broadcast's fan-out needs more; a pinned timeout below it is refused."""
+    needed = math.ceil(fanout_s * PING_TIMEOUT_MARGIN)
+    if target.ping_timeout is not None:
+        if target.ping_timeout < 1:
+            raise PlanError(f"ping_timeout must be >= 1 s, got {target.ping_timeout}")
+        if target.ping_timeout < needed:
+            raise PlanError(
+                f"ping_timeout {target.ping_timeout} s is shorter than a broadcast to everyone takes to fan "
+                f"out: {why}, x {PING_TIMEOUT_MARGIN:g} margin = {needed} s; pongs wait behind it, so "
+                f"clients would be dropped. Use ping_timeout >= {needed} s, or more cores"
+            )
+        return target.ping_timeout, []
+    if needed <= DEFAULT_PING_TIMEOUT:
+        return DEFAULT_PING_TIMEOUT, []
+    return needed, [
+        f"ping timeout raised from Socket.IO's {DEFAULT_PING_TIMEOUT} s to {needed} s: a broadcast to "
+        f"everyone takes {why} to fan out, x {PING_TIMEOUT_MARGIN:g} margin"
+    ]
 
 
 def _plan_uwsgi(target: Target, app: HostFacts, per_host: int) -> UwsgiPlan:
@@ -361,7 +413,8 @@ def plan(
     nginx = _plan_nginx(target, lb, uwsgi, range_size)
     gen = _plan_loadgen(target, loadgen, range_size)
     memory = _plan_memory(target, app, lb, loadgen, uwsgi, per_host)
-    warnings = []
+    fanout_s, fanout_why = _fanout_seconds(target, app, lb, per_host)
+    ping_timeout, warnings = _ping_timeout(target, fanout_s, fanout_why)
     if target.colocated and app.nofile_hard < 65536:
         warnings.append(
             f"nofile hard limit is {app.nofile_hard}: {uwsgi.instances_per_host} uWSGI instances per "
@@ -373,6 +426,8 @@ def plan(
         sockets_per_app_host=per_host,
         ping_interval=interval,
         ping_cpu_cores=round(ping_cores, 3),
+        ping_timeout=ping_timeout,
+        broadcast_fanout_s=round(fanout_s, 2),
         uwsgi=uwsgi,
         nginx=nginx,
         loadgen=gen,
@@ -394,7 +449,7 @@ def _facts(m: Mapping[str, Any]) -> HostFacts:
 def plan_from_mapping(spec: Mapping[str, Any]) -> dict[str, Any]:
     """Plain-data entry point for Ansible and the renderer.
 
-    spec: {"sockets", "app_hosts", "source_ips", "lb_source_ips", "ping_interval", "port_range",
+    spec: {"sockets", "app_hosts", "source_ips", "lb_source_ips", "ping_interval", "ping_timeout", "port_range",
            "colocated", "uwsgi_instances_per_host", "app": facts, "lb": facts, "loadgen": facts}
     where facts = {"cores", "memory_gib", "nofile_hard", "somaxconn"}.
     """
@@ -407,6 +462,7 @@ def plan_from_mapping(spec: Mapping[str, Any]) -> dict[str, Any]:
         source_ips=int(spec.get("source_ips", 1)),
         lb_source_ips=int(spec["lb_source_ips"]) if spec.get("lb_source_ips") else None,
         ping_interval=int(spec["ping_interval"]) if spec.get("ping_interval") else None,
+        ping_timeout=int(spec["ping_timeout"]) if spec.get("ping_timeout") else None,
         port_range=(int(port_range[0]), int(port_range[1])),
         colocated=bool(spec.get("colocated", False)),
         uwsgi_instances_per_host=(
@@ -439,7 +495,8 @@ def format_plan(p: Plan, host: HostFacts) -> str:
         f"loadgen: {p.loadgen.source_ips} source IPs x {p.loadgen.usable_ports_per_source_ip} ports, "
         f"{p.loadgen.workers} worker processes x {p.loadgen.clients_per_worker} clients, "
         f"LimitNOFILE={p.loadgen.limit_nofile}",
-        f"Engine.IO ping interval {p.ping_interval} s -> {p.ping_cpu_cores:g} cores of idle pings",
+        f"Engine.IO ping interval {p.ping_interval} s -> {p.ping_cpu_cores:g} cores of idle pings; "
+        f"ping timeout {p.ping_timeout} s (a broadcast to everyone fans out in ~{p.broadcast_fanout_s:g} s)",
         "",
         f"memory:  uWSGI {m.uwsgi_per_app_host / GIB:.2f} GiB per app host, nginx {m.nginx_on_lb / GIB:.2f} "
         f"GiB, load generator {m.loadgen / GIB:.2f} GiB, kernel {m.kernel_total / GIB:.2f} GiB",

@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lb-source-ips", type=int, help="local addresses nginx binds toward upstreams")
     p.add_argument("--app-hosts", type=int, default=1)
     p.add_argument("--ping-interval", type=int, help="Engine.IO ping interval (default: planned)")
+    p.add_argument("--ping-timeout", type=int, help="Engine.IO ping timeout (default: planned, >= 20 s)")
     p.add_argument("--colocated", action="store_true", help="every group on this one host")
     p.add_argument("--json", action="store_true")
     return p
@@ -41,6 +42,7 @@ def main(argv: list[str]) -> int:
         source_ips=args.source_ips,
         lb_source_ips=args.lb_source_ips,
         ping_interval=args.ping_interval,
+        ping_timeout=args.ping_timeout,
         colocated=args.colocated,
     )
     try:
