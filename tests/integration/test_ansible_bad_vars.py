@@ -56,6 +56,10 @@ def run_site(tmp_path: Path, host_vars: dict[str, Any], groups: tuple[str, ...] 
         ({"redis_maxclients": "many"}, r"argument 'redis_maxclients' is of type str"),
         ({"nginx_balance": "round_robin"}, r"nginx_balance.*(must be one of|choices)"),
         ({"app_instances": "four"}, r"argument 'app_instances' is of type str"),
+        ({"app_ping_interval": 10}, r"app_ping_interval is no longer a setting.*siokit_plan_input: \{ping_interval: N"),
+        ({"siokit_ping_timeout": 120}, r"siokit_ping_timeout is no longer a setting"),
+        ({"siokit_plan_input": {"ping_timeout": 1, "ping_interval": 600}},
+         r"siokit_plan: impossible target: ping_timeout 1 s is shorter than a broadcast"),
     ],
     ids=lambda v: next(iter(v)) if isinstance(v, dict) else None,
 )

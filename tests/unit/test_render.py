@@ -69,10 +69,11 @@ def test_direct_websocket_connects_get_their_own_upstream(tmp_path: Path) -> Non
     assert "siokit_websocket" not in off and "proxy_pass http://siokit_app;" in off
 
 
-def test_proxy_read_timeout_above_ping_interval_plus_timeout(tmp_path: Path) -> None:
-    out = render(tmp_path, siokit_ping_interval=60, siokit_ping_timeout=20)
-    assert "proxy_read_timeout 110s;" in out["nginx/siokit.conf"]
-    assert "SIOKIT_PING_INTERVAL=60" in out["uwsgi/siokit.env"]
+def test_ping_settings_come_from_the_plan_and_nginx_outwaits_them(tmp_path: Path) -> None:
+    plan_input = {**BASE["siokit_plan_input"], "ping_interval": 60, "ping_timeout": 25}
+    out = render(tmp_path, siokit_plan_input=plan_input)
+    assert "proxy_read_timeout 115s;" in out["nginx/siokit.conf"]
+    assert "SIOKIT_PING_INTERVAL=60\nSIOKIT_PING_TIMEOUT=25\n" in out["uwsgi/siokit.env"]
 
 
 def test_proxy_bind_spread_over_lb_addresses(tmp_path: Path) -> None:
