@@ -17,7 +17,7 @@ HOLD ?= 300
 BENCH_TARGET ?= cluster
 BENCH_ARGS ?= --broadcast-every 60 --echo-rate 20
 
-.PHONY: help deps venv static lint unit integration check test up down verify bench \
+.PHONY: help deps venv static lint unit integration check test up down verify doctor bench \
 	local-up local-down image cluster-test converge-test wheelhouse clean
 
 help:
@@ -25,6 +25,7 @@ help:
 	@echo "make test     every test (what CI runs)"
 	@echo "make check    fast: lint + unit + loopback integration"
 	@echo "make verify   testinfra against the running local cluster"
+	@echo "make doctor   siokit doctor against the running local cluster"
 	@echo "make down     remove the local cluster / loopback stack"
 	@echo "make bench    load benchmark (CONNECTIONS=$(CONNECTIONS)); results in BENCHMARKS.md"
 	@echo "make local-up the loopback stack (Redis, uWSGI x2, nginx on 127.0.0.1:8080), no containers"
@@ -84,6 +85,11 @@ up: venv static
 
 verify: venv
 	bash scripts/cluster.sh verify
+
+# The running local cluster checked by siokit doctor (also: ansible-playbook ansible/doctor.yml).
+doctor: venv
+	$(BIN)/python -m siokit.cli doctor --url http://127.0.0.1:$${SIOKIT_LB_HTTP_PORT:-8080} \
+		--inventory molecule/cluster/inventory.yml
 
 down: venv
 	bash scripts/cluster.sh down
