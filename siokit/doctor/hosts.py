@@ -113,7 +113,7 @@ def judge_spread(counts: Mapping[str, int]) -> Check:
 
 def judge_subscribers(numsub: int, running: int) -> Check:
     measured = f"PUBSUB NUMSUB {CHANNEL} = {numsub}, running instances = {running}"
-    if numsub != running:
+    if running == 0 or numsub != running:
         return Check("message queue subscribers", FAIL, measured,
                      "every instance must subscribe: check SIOKIT_MESSAGE_QUEUE, Redis reachability and "
                      "the instances' logs; a non-subscribed instance never hears other instances' emits")

@@ -23,6 +23,7 @@ def test_spread_flags_an_instance_above_twice_the_mean() -> None:
 def test_subscribers_must_equal_running_instances() -> None:
     assert hs.judge_subscribers(10, 10).status == PASS
     assert hs.judge_subscribers(9, 10).status == FAIL
+    assert hs.judge_subscribers(0, 0).status == FAIL  # nothing running is not healthy
 
 
 def test_versions() -> None:
