@@ -14,6 +14,10 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from siokit.facts import HostFacts
+
+__all__ = ["HostFacts", "Plan", "PlanError", "Target", "format_plan", "plan", "plan_from_mapping"]
+
 KB = 1024
 MIB = 1024 * KB
 GIB = 1024 * MIB
@@ -75,23 +79,16 @@ class PlanError(ValueError):
     """A target the hosts cannot meet; the message carries the arithmetic."""
 
 
-@dataclass(frozen=True)
-class HostFacts:
-    cores: int
-    memory_gib: float
-    nofile_hard: int
-    somaxconn: int = 65535
-
-    def check(self, role: str) -> None:
-        if self.cores < 1:
-            raise PlanError(f"{role}: cores must be >= 1, got {self.cores}")
-        if self.memory_gib <= 0:
-            raise PlanError(f"{role}: memory_gib must be > 0, got {self.memory_gib}")
-        if self.nofile_hard < 2 * FD_RESERVE:
-            raise PlanError(
-                f"{role}: nofile_hard {self.nofile_hard} < {2 * FD_RESERVE} (twice the fd reserve of "
-                f"{FD_RESERVE}); no process could hold any sockets"
-            )
+def _check_facts(role: str, facts: HostFacts) -> None:
+    if facts.cores < 1:
+        raise PlanError(f"{role}: cores must be >= 1, got {facts.cores}")
+    if facts.memory_gib <= 0:
+        raise PlanError(f"{role}: memory_gib must be > 0, got {facts.memory_gib}")
+    if facts.nofile_hard < 2 * FD_RESERVE:
+        raise PlanError(
+            f"{role}: nofile_hard {facts.nofile_hard} < {2 * FD_RESERVE} (twice the fd reserve of "
+            f"{FD_RESERVE}); no process could hold any sockets"
+        )
 
 
 @dataclass(frozen=True)
@@ -405,7 +402,7 @@ def plan(
     if target.source_ips < 1:
         raise PlanError(f"source_ips must be >= 1, got {target.source_ips}")
     for role, facts in (("app", app), ("lb", lb), ("loadgen", loadgen)):
-        facts.check(role)
+        _check_facts(role, facts)
     range_size = _port_range_size(target.port_range)
     interval, ping_cores = _ping_interval(target, app)
     per_host = _ceil_div(target.sockets, target.app_hosts)
@@ -437,15 +434,6 @@ def plan(
     )
 
 
-def _facts(m: Mapping[str, Any]) -> HostFacts:
-    return HostFacts(
-        cores=int(m["cores"]),
-        memory_gib=float(m["memory_gib"]),
-        nofile_hard=int(m["nofile_hard"]),
-        somaxconn=int(m.get("somaxconn", 65535)),
-    )
-
-
 def plan_from_mapping(spec: Mapping[str, Any]) -> dict[str, Any]:
     """Plain-data entry point for Ansible and the renderer.
 
@@ -469,9 +457,9 @@ def plan_from_mapping(spec: Mapping[str, Any]) -> dict[str, Any]:
             int(spec["uwsgi_instances_per_host"]) if spec.get("uwsgi_instances_per_host") else None
         ),
     )
-    app = _facts(spec["app"])
-    lb = _facts(spec["lb"]) if spec.get("lb") else None
-    gen = _facts(spec["loadgen"]) if spec.get("loadgen") else None
+    app = HostFacts.from_mapping(spec["app"])
+    lb = HostFacts.from_mapping(spec["lb"]) if spec.get("lb") else None
+    gen = HostFacts.from_mapping(spec["loadgen"]) if spec.get("loadgen") else None
     return plan(target, app, lb, gen).to_dict()
 
 

@@ -21,18 +21,7 @@ if str(_ROOT) not in sys.path:
 
 from ansible.errors import AnsibleFilterError  # noqa: E402
 
-from siokit import planner  # noqa: E402
-
-# Sysctls that are limits: never lower one the host already has higher.
-_RAISE_ONLY = {
-    "fs.file-max",
-    "fs.nr_open",
-    "net.core.somaxconn",
-    "net.core.netdev_max_backlog",
-    "net.ipv4.tcp_max_syn_backlog",
-    "net.netfilter.nf_conntrack_max",
-}
-MAX_NOFILE = 1_048_576
+from siokit import facts, planner, sysctls  # noqa: E402
 
 
 def siokit_plan(spec: dict[str, Any]) -> dict[str, Any]:
@@ -45,40 +34,16 @@ def siokit_plan(spec: dict[str, Any]) -> dict[str, Any]:
         raise AnsibleFilterError(f"siokit_plan: bad plan input {exc!r} in {dict(spec)!r}") from exc
 
 
-def _int(value: Any, name: str, host: str) -> int:
-    try:
-        return int(str(value).strip())
-    except (TypeError, ValueError) as exc:
-        raise AnsibleFilterError(f"siokit_host_facts: {host}: {name} is not a number: {value!r}") from exc
-
-
 def siokit_host_facts(hosts: list[dict[str, Any]]) -> dict[str, Any]:
     """Planner facts of the weakest host: fewest cores, least memory, lowest limits.
 
     Each item is a host's hostvars with gathered facts and the fact `siokit_nofile_hard`
     (the highest open-file limit a service on that host can really get).
     """
-    hosts = list(hosts)
-    if not hosts:
-        raise AnsibleFilterError("siokit_host_facts: no hosts given (is the inventory group empty?)")
-    facts = []
-    for hv in hosts:
-        name = hv.get("inventory_hostname", "?")
-        cores = hv.get("ansible_processor_vcpus") or hv.get("ansible_processor_cores") or 1
-        mem_mb = hv.get("ansible_memtotal_mb")
-        if mem_mb is None:
-            raise AnsibleFilterError(f"siokit_host_facts: {name}: no ansible_memtotal_mb (gather facts first)")
-        if "siokit_nofile_hard" not in hv:
-            raise AnsibleFilterError(f"siokit_host_facts: {name}: no siokit_nofile_hard (run the plan role first)")
-        facts.append(
-            {
-                "cores": _int(cores, "cores", name),
-                "memory_gib": round(_int(mem_mb, "ansible_memtotal_mb", name) / 1024, 1),
-                "nofile_hard": min(_int(hv["siokit_nofile_hard"], "siokit_nofile_hard", name), MAX_NOFILE),
-                "somaxconn": _int(hv.get("siokit_somaxconn", 4096), "siokit_somaxconn", name),
-            }
-        )
-    return {key: min(f[key] for f in facts) for key in ("cores", "memory_gib", "nofile_hard", "somaxconn")}
+    try:
+        return facts.weakest(facts.from_hostvars(hv) for hv in hosts).to_dict()
+    except facts.FactsError as exc:
+        raise AnsibleFilterError(f"siokit_host_facts: {exc}") from exc
 
 
 def _parse_probe(probe: str) -> dict[str, tuple[str, str]]:
@@ -93,29 +58,11 @@ def _parse_probe(probe: str) -> dict[str, tuple[str, str]]:
 
 
 def siokit_sysctl_actions(wanted: dict[str, Any], probe: str) -> dict[str, Any]:
-    """Split the planned sysctls into those to set and those skipped, with the reason.
+    """Split the planned sysctls into those to set and those skipped, with the reason (siokit/sysctls.py).
 
-    probe: one line per sysctl, 'name<TAB>rw|ro|missing<TAB>current value'. A read-only one
-    (a container's /proc/sys) or a missing one (nf_conntrack without its module) is skipped; a
-    limit the host already has higher is kept as it is, never lowered.
+    probe: one line per sysctl, 'name<TAB>rw|ro|missing<TAB>current value'.
     """
-    seen = _parse_probe(probe)
-    apply: dict[str, str] = {}
-    skipped: list[dict[str, str]] = []
-    for name, value in wanted.items():
-        value = " ".join(str(value).split())
-        state, current = seen.get(name, ("missing", ""))
-        if state == "missing":
-            skipped.append({"name": name, "value": value, "reason": "not present on this kernel"})
-        elif name in _RAISE_ONLY and current.isdigit() and value.isdigit() and int(current) >= int(value):
-            skipped.append({"name": name, "value": value, "reason": f"already {current} (never lowered)"})
-        elif state != "rw":
-            reason = "read-only here (container)" if current != value else "read-only here, already set"
-            skipped.append({"name": name, "value": value, "reason": f"{reason}; current {current}"})
-        else:
-            apply[name] = value
-    messages = [f"{s['name']} = {s['value']}: {s['reason']}" for s in skipped]
-    return {"apply": apply, "skipped": skipped, "messages": messages}
+    return sysctls.actions(wanted, _parse_probe(probe))
 
 
 def siokit_upstreams(hostvars: Any, hosts: list[str], plan: dict[str, Any]) -> list[str]:

@@ -7,7 +7,7 @@ import json
 import sys
 
 from siokit import planner
-from siokit.facts import local_facts
+from siokit.facts import HostFacts, local_host_facts
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,12 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    facts = local_facts()
-    host = planner.HostFacts(
-        cores=args.cores or facts["cores"],
-        memory_gib=args.memory_gib or facts["memory_gib"],
-        nofile_hard=args.nofile_hard or facts["nofile_hard"],
-        somaxconn=args.somaxconn or facts["somaxconn"],
+    here = local_host_facts()
+    host = HostFacts(
+        cores=args.cores or here.cores,
+        memory_gib=args.memory_gib or here.memory_gib,
+        nofile_hard=args.nofile_hard or here.nofile_hard,
+        somaxconn=args.somaxconn or here.somaxconn,
     )
     target = planner.Target(
         sockets=args.sockets,
