@@ -16,15 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from siokit import sysctls
 from siokit.doctor import FAIL, INFO, PASS, Check
 
 PLAN = "/etc/siokit/plan.json"
 APP_ENV = "/etc/siokit/siokit.env"
 APP_VENV = "/opt/siokit/venv"
 CHANNEL = "flask-socketio"  # Flask-SocketIO's default, which app/room_index.py keeps
-# Sysctls that are limits: a host value above the plan is fine (the tuning role never lowers them).
-RAISE_ONLY = {"fs.file-max", "fs.nr_open", "net.core.somaxconn", "net.core.netdev_max_backlog",
-              "net.ipv4.tcp_max_syn_backlog", "net.netfilter.nf_conntrack_max"}
 # Packages whose internals app/ patches or depends on: the host must run what constraints.txt pins.
 PINNED = ("python-engineio", "python-socketio", "flask-socketio", "uwsgi", "gevent")
 ENGINEIO_MIN = (4, 2, 1)  # older stalls near 1024 sockets under gevent_uwsgi (python-engineio#228)
@@ -179,14 +177,7 @@ def judge_sysctls(name: str, planned: Mapping[str, str], live: Mapping[str, str 
         if got is None:
             cannot.append(f"{key} (absent)")
             continue
-        g, w = [int(x) for x in got.split()], [int(x) for x in str(want).split()]
-        if key == "net.ipv4.ip_local_port_range":
-            ok = g[0] <= w[0] and g[1] >= w[1]
-        elif key in RAISE_ONLY:
-            ok = g[0] >= w[0]
-        else:
-            ok = g == w
-        if not ok:
+        if not sysctls.satisfied(key, got, want):
             (wrong if writable.get(key, True) else cannot).append(f"{key} {got} (plan {want})")
     out = []
     if wrong:

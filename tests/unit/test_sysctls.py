@@ -1,0 +1,30 @@
+"""The one sysctl rule: set what the host can take, never lower a limit it has higher."""
+
+from __future__ import annotations
+
+from siokit.sysctls import actions, satisfied
+
+
+def test_satisfied() -> None:
+    assert satisfied("net.core.somaxconn", "131072", "65535")  # a higher limit is kept
+    assert not satisfied("net.core.somaxconn", "4096", "65535")
+    assert satisfied("net.ipv4.ip_local_port_range", "1024\t65535", "1024 65535")
+    assert satisfied("net.ipv4.ip_local_port_range", "1000 65535", "1024 65535")  # wider
+    assert not satisfied("net.ipv4.ip_local_port_range", "32768 60999", "1024 65535")
+    assert not satisfied("net.ipv4.tcp_fin_timeout", "60", "15")  # not a limit: exact
+    assert not satisfied("net.ipv4.tcp_fin_timeout", "10", "15")
+
+
+def test_actions_apply_skip_and_never_lower() -> None:
+    seen = {
+        "net.core.somaxconn": ("rw", "131072"),
+        "net.ipv4.tcp_fin_timeout": ("rw", "60"),
+        "net.ipv4.tcp_tw_reuse": ("ro", "2"),
+    }
+    out = actions({"net.core.somaxconn": 65535, "net.ipv4.tcp_fin_timeout": 15, "net.ipv4.tcp_tw_reuse": 1,
+                   "net.netfilter.nf_conntrack_max": 262144}, seen)
+    assert out["apply"] == {"net.ipv4.tcp_fin_timeout": "15"}
+    reasons = {s["name"]: s["reason"] for s in out["skipped"]}
+    assert reasons["net.core.somaxconn"] == "already 131072 (never lowered)"
+    assert reasons["net.ipv4.tcp_tw_reuse"].startswith("read-only here (container)")
+    assert reasons["net.netfilter.nf_conntrack_max"] == "not present on this kernel"
