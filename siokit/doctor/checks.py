@@ -69,8 +69,9 @@ def check_versions(fleet: hs.Fleet) -> Check:
 
 def check_limits(fleet: hs.Fleet) -> Check:
     problems, seen = [], []
-    for group, pattern, key in (("lb", "nginx: worker", ("nginx", "worker_rlimit_nofile")),
-                                ("app", "uwsgi.*siokit", ("uwsgi", "limit_nofile"))):
+    # Anchored at the start of the command line, so the shell running pgrep never matches itself.
+    for group, pattern, key in (("lb", "^nginx: worker", ("nginx", "worker_rlimit_nofile")),
+                                ("app", "^[^ ]*/uwsgi ", ("uwsgi", "limit_nofile"))):
         for name, host in fleet.hosts(group):
             plan = hs._plan(host)
             want = int(plan[key[0]][key[1]])
