@@ -56,6 +56,11 @@ def run_site(tmp_path: Path, host_vars: dict[str, Any], groups: tuple[str, ...] 
         ({"redis_maxclients": "many"}, r"argument 'redis_maxclients' is of type str"),
         ({"nginx_balance": "round_robin"}, r"nginx_balance.*(must be one of|choices)"),
         ({"app_instances": "four"}, r"argument 'app_instances' is of type str"),
+        ({"nginx_server_name": "_"}, r"nginx_server_name must list the host names clients use"),
+        ({"nginx_public_ports": ["http"]}, r"nginx_public_ports must hold port numbers, got \"http\""),
+        ({"nginx_tls_public_port": "https"}, r"nginx_tls_public_port must be empty or a port number"),
+        ({"nginx_monitoring_cidrs": ["everyone"]}, r"nginx_monitoring_cidrs must hold addresses or CIDRs"),
+        ({"nginx_hsts_max_age": "a year"}, r"argument 'nginx_hsts_max_age' is of type str"),
     ],
     ids=lambda v: next(iter(v)) if isinstance(v, dict) else None,
 )
