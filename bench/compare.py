@@ -128,7 +128,7 @@ def run_load(url: str, args: argparse.Namespace, token: str, pids: list[int], re
         PY, "-m", "siokit.load", "--url", url, "--connections", str(args.connections),
         "--concurrency", str(args.concurrency), "--hold", str(args.hold), "--no-progress",
         "--echo-every", str(args.echo_every), "--broadcast-every", str(args.broadcast_every),
-        f"--admin-token={token}", "--report", str(report),  # the token may start with "-"
+        "--report", str(report),
     ]  # fmt: skip
     if args.bind:
         cmd += ["--bind", args.bind]
@@ -139,7 +139,9 @@ def run_load(url: str, args: argparse.Namespace, token: str, pids: list[int], re
     errlog = report.with_suffix(".stderr")
     with open(errlog, "w") as err:
         proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.DEVNULL, stderr=err
+            # the token in the environment, not on the command line (`ps` shows those)
+            cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT), SIOKIT_ADMIN_TOKEN=token),
+            stdout=subprocess.DEVNULL, stderr=err,
         )
         while proc.poll() is None:
             if pids:

@@ -129,16 +129,17 @@ def run(target: Target, load_args: list[str], out: Path, key: str, floor_gib: fl
         return procstats.find_processes(roots if target.roots is not None else None, target.containers)
 
     baseline = {"sample": procstats.sample(find(), key=key), "kernel": procstats.kernel_memory()}
+    # The admin token travels in the environment ($SIOKIT_ADMIN_TOKEN; `docker exec -e NAME` copies it from
+    # ours), never on a command line, which `ps` shows to every user of the host.
     cmd = [*target.load_cmd_prefix, "--url", target.url, "--report", target.report_path, "--no-progress",
-           *(["--bind", ",".join(target.binds)] if target.binds else []),
-           # --opt=VALUE: a generated token may start with "-", which argparse would read as an option.
-           *([f"--admin-token={target.admin_token}"] if target.admin_token else []), *load_args]
-    printable = " ".join(shlex.quote("--admin-token=***" if c.startswith("--admin-token=") else c) for c in cmd)
+           *(["--bind", ",".join(target.binds)] if target.binds else []), *load_args]
+    env = {**os.environ, **({"SIOKIT_ADMIN_TOKEN": target.admin_token} if target.admin_token else {})}
+    printable = " ".join(shlex.quote(c) for c in cmd)
     print(f"bench: {printable}", file=sys.stderr, flush=True)
     samples: list[dict[str, Any]] = []
     stop = threading.Event()
     t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=sys.stderr, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=sys.stderr, text=True, env=env)
     if target.roots is not None:
         roots[proc.pid] = "loadgen"
     guard: dict[str, Any] = {}
@@ -224,7 +225,7 @@ def cluster_target(args: argparse.Namespace, out: Path) -> Target:
     return Target(
         name="local cluster (lb, app1, app2, redis, loadgen containers, deployed by site.yml)",
         url=args.url or "http://lb:80", binds=ips, admin_token=token,
-        load_cmd_prefix=[docker, "exec", "loadgen", "/opt/siokit/venv/bin/siokit", "load"],
+        load_cmd_prefix=[docker, "exec", "-e", "SIOKIT_ADMIN_TOKEN", "loadgen", "/opt/siokit/venv/bin/siokit", "load"],
         report_path=remote, fetch_report=fetch, containers=set(CLUSTER_HOSTS), interrupt=interrupt,
     )
 

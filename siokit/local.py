@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,6 +43,8 @@ class LocalStack:
     redis_password: str = ""
     admin_secret: str = ""
     pids: dict[str, int] = field(default_factory=dict)
+    # Template variables on top of the loopback ones (tests: TLS, monitoring networks, ...).
+    extra_vars: dict[str, Any] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -108,6 +111,9 @@ class LocalStack:
             "redis_dir": str(s / "redis"),
             "redis_pidfile": str(s / "redis.pid"),
             "redis_logfile": str(s / "redis.log"),
+            "siokit_host_address": "127.0.0.1",
+            "nginx_server_name": "127.0.0.1 localhost",
+            **self.extra_vars,
         }
 
 
@@ -140,13 +146,23 @@ def _spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> int:
     return proc.pid
 
 
-def _wait_http(url: str, deadline: float) -> None:
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def _wait_http(url: str, deadline: float, accept: tuple[int, ...] = (200,)) -> None:
     last: Exception | None = None
+    opener = urllib.request.build_opener(_NoRedirect)
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                if resp.status == 200:
+            with opener.open(url, timeout=2) as resp:
+                if resp.status in accept:
                     return
+        except urllib.error.HTTPError as exc:
+            if exc.code in accept:
+                return
+            last = exc
         except OSError as exc:
             last = exc
         time.sleep(0.2)
@@ -212,7 +228,8 @@ def up(stack: LocalStack) -> LocalStack:
     subprocess.run(nginx, check=True, capture_output=True)
     stack.pids["nginx"] = int((s / "nginx.pid").read_text())
     stack.save()
-    _wait_http(f"{stack.url}/healthz", deadline)
+    # 301: nginx redirects plain HTTP to HTTPS when a test asks for it (nginx_tls_redirect_http).
+    _wait_http(f"{stack.url}/healthz", deadline, accept=(200, 301))
     return stack
 
 

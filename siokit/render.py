@@ -9,6 +9,7 @@ and "{{ range(...) | list }}" yields a list, not its text.
 from __future__ import annotations
 
 import ast
+import socket
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ TEMPLATES: tuple[TemplateSpec, ...] = (
     TemplateSpec("nginx/nginx.conf.j2", "nginx/nginx.conf"),
     TemplateSpec("nginx/siokit.conf.j2", "nginx/siokit.conf"),
     TemplateSpec("systemd/nginx-limits.conf.j2", "systemd/nginx.service.d/siokit-limits.conf"),
+    TemplateSpec("systemd/nginx-hardening.conf.j2", "systemd/nginx.service.d/siokit-hardening.conf"),
     TemplateSpec("systemd/siokit-uwsgi@.service.j2", "systemd/siokit-uwsgi@.service"),
     TemplateSpec("systemd/siokit.target.j2", "systemd/siokit.target"),
     TemplateSpec("systemd/siokit-load.service.j2", "systemd/siokit-load.service"),
@@ -125,8 +127,14 @@ class LazyVars(Mapping[str, Any]):
 
 
 def build_vars(user_vars: Mapping[str, Any]) -> LazyVars:
-    """Defaults, overlaid with the user's variables, plus `siokit_plan` when not given."""
+    """Defaults, overlaid with the user's variables, plus `siokit_plan` when not given.
+
+    The facts Ansible knows about the host being configured default to this machine's name and
+    127.0.0.1 (so the uWSGI instances bind loopback, never every address, unless told otherwise).
+    """
     merged = load_defaults()
+    merged.setdefault("inventory_hostname", socket.gethostname())
+    merged.setdefault("siokit_host_address", "127.0.0.1")
     merged.update(user_vars)
     if "siokit_plan" not in merged:
         spec = dict(merged.get("siokit_plan_input") or {})

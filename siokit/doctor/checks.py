@@ -30,14 +30,17 @@ def check_spread(fleet: hs.Fleet) -> Check:
 
 def check_subscribers(fleet: hs.Fleet) -> Check:
     running = sum(h is not None for h in _health_of_all(fleet).values())
-    _, redis = fleet.hosts("redis")[0]
-    # The password is read on the redis host into REDISCLI_AUTH, never put on a command line.
-    cmd = ("REDISCLI_AUTH=$(awk '$1 == \"requirepass\" {print $2}' /etc/redis/redis.conf) "
-           f"redis-cli --no-auth-warning -h $(awk '$1 == \"bind\" {{print $2}}' /etc/redis/redis.conf) "
-           f"PUBSUB NUMSUB {hs.CHANNEL}")
-    out = hs._out(redis, f"bash -c {shlex.quote(cmd)}").split()
-    numsub = int(out[1]) if len(out) >= 2 else 0
-    return hs.judge_subscribers(numsub, running)
+    _, app = fleet.hosts("app")[0]
+    # As the app's own Redis user, with its URL from the env file: no secret on a command line.
+    code = ("import os, redis; print(redis.Redis.from_url(os.environ['SIOKIT_MESSAGE_QUEUE'])"
+            f".pubsub_numsub({hs.CHANNEL!r})[0][1])")
+    out = hs._out(app, f"bash -c {shlex.quote(_with_app_env(code))}")
+    return hs.judge_subscribers(int(out.strip()), running)
+
+
+def _with_app_env(code: str) -> str:
+    """A shell line running `code` in the app's venv with its environment file loaded."""
+    return f"set -a; . {hs.APP_ENV}; set +a; {hs.APP_VENV}/bin/python -c {shlex.quote(code)}"
 
 
 def check_external_emit(pub: cl.Public, fleet: hs.Fleet) -> Check:
@@ -49,9 +52,8 @@ def check_external_emit(pub: cl.Public, fleet: hs.Fleet) -> Check:
     code = ("import os, socketio; socketio.RedisManager(os.environ['SIOKIT_MESSAGE_QUEUE'], "
             f"channel={hs.CHANNEL!r}, write_only=True).emit('doctor', {{'token': {token!r}}}, "
             f"room={sid!r}, namespace='/')")
-    script = f"set -a; . {hs.APP_ENV}; set +a; {hs.APP_VENV}/bin/python -c {shlex.quote(code)}"
     with ws:
-        hs._out(app, f"bash -c {shlex.quote(script)}")
+        hs._out(app, f"bash -c {shlex.quote(_with_app_env(code))}")
         got = cl.wait_event(ws, "doctor")
     if got and isinstance(got[0], dict) and got[0].get("token") == token:
         return Check(name, PASS, "a write-only RedisManager on an app host reached a websocket client via lb")

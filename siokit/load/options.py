@@ -28,7 +28,7 @@ EPILOG = """\
 examples:
   siokit load --url http://127.0.0.1:8080 --connections 5000 --concurrency 200 --hold 30
   siokit load --url http://127.0.0.1:8080 --bind 127.0.0.2,127.0.0.3 --workers 2 \\
-      --batch-size 500 --batch-round 10 --echo-every 10 --broadcast-every 5 --admin-token s3cret \\
+      --batch-size 500 --batch-round 10 --echo-every 10 --broadcast-every 5 --admin-token-file token.txt \\
       --report load.json
 """
 
@@ -178,7 +178,14 @@ def build_parser(prog: str = "siokit load") -> argparse.ArgumentParser:
     run.add_argument(
         "--admin-token",
         default=os.environ.get("SIOKIT_ADMIN_TOKEN"),
-        help="auth token of the admin namespace (default $SIOKIT_ADMIN_TOKEN)",
+        help="auth token of the admin namespace (default $SIOKIT_ADMIN_TOKEN); on a shared host prefer "
+        "the variable or --admin-token-file: `ps` shows command lines to every user",
+    )
+    run.add_argument(
+        "--admin-token-file",
+        type=_read_token_file,
+        default=None,
+        help="read the admin token from this file (first line); overrides --admin-token",
     )
     run.add_argument("--admin-namespace", default="/admin")
     out = ap.add_argument_group("output")
@@ -186,6 +193,18 @@ def build_parser(prog: str = "siokit load") -> argparse.ArgumentParser:
     out.add_argument("--html", default=None, help="write the HTML report here (default: --report with .html)")
     out.add_argument("--no-progress", action="store_true", help="no live progress line on stderr")
     return ap
+
+
+def _read_token_file(path: str) -> str:
+    """The admin token from a file, so it never appears on a command line."""
+    try:
+        with open(path) as fh:
+            token = fh.readline().strip()
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"cannot read the admin token file {path}: {exc.strerror}") from None
+    if not token:
+        raise argparse.ArgumentTypeError(f"the admin token file {path} is empty")
+    return token
 
 
 def _port_range() -> int:
@@ -232,8 +251,10 @@ def make_plan(args: argparse.Namespace, nofile: tuple[int, int] | None = None) -
         raise UsageError("--url is required (or --port for http://127.0.0.1:PORT)")
     url = _validate_url(args.url or f"http://127.0.0.1:{args.port}")
     binds = _validate_binds(args.bind)
+    if getattr(args, "admin_token_file", None):
+        args.admin_token = args.admin_token_file
     if args.broadcast_every and args.admin_token is None:
-        raise UsageError("--broadcast-every needs --admin-token (or $SIOKIT_ADMIN_TOKEN)")
+        raise UsageError("--broadcast-every needs $SIOKIT_ADMIN_TOKEN, --admin-token-file or --admin-token")
     if args.transport == "polling" and urlsplit(url).scheme in ("https", "wss"):
         raise UsageError("--transport polling supports http:// URLs only")
     if not args.namespace.startswith("/"):

@@ -225,6 +225,21 @@ def planned_uwsgi_ports(host) -> list[int]:
     return ports
 
 
+def uwsgi_bind_address(host) -> str:
+    """The address this host's instances listen on, as the roles configured it (app_bind_address in
+    the uWSGI ini: `http-socket = ADDRESS:%(port)`). Production binds the private address."""
+    ini = host.file(PATHS["app_ini"]).content_string
+    m = re.search(r"^\s*http-socket\s*=\s*(\S*):%\(port\)", ini, re.M)
+    assert m, f"no http-socket = ADDRESS:%(port) in {PATHS['app_ini']}"
+    return m.group(1).strip("[]") or "0.0.0.0"
+
+
+def uwsgi_client_address(host) -> str:
+    """Where a client on the host itself reaches the instances."""
+    bind = uwsgi_bind_address(host)
+    return "127.0.0.1" if bind in ("0.0.0.0", "::", "*") else bind
+
+
 def proc_nofile(host, pid: int | str) -> tuple[int, int]:
     """(soft, hard) open-file limits of a process, from /proc/<pid>/limits."""
     text = host.run(f"cat /proc/{pid}/limits").stdout

@@ -5,7 +5,16 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import APP_TARGET, PATHS, UWSGI_UNIT, planned_uwsgi_ports, read_plan, unit_prop
+from conftest import (
+    APP_TARGET,
+    PATHS,
+    UWSGI_UNIT,
+    planned_uwsgi_ports,
+    read_plan,
+    unit_prop,
+    uwsgi_bind_address,
+    uwsgi_client_address,
+)
 
 
 def assert_unit_up(host, unit: str) -> None:
@@ -47,16 +56,17 @@ def test_planned_instances(node):
 
 
 def check_instance(host, port: int) -> None:
-    """One uWSGI instance: unit active and enabled, uwsgi listening on its port."""
+    """One uWSGI instance: unit active and enabled, uwsgi listening on its port at the configured address."""
     unit = UWSGI_UNIT.format(port=port)
     assert_unit_up(host, unit)
-    sock = host.socket(f"tcp://0.0.0.0:{port}")
-    assert sock.is_listening, f"nothing listens on 0.0.0.0:{port} on {host.siokit_name}"
+    bind = uwsgi_bind_address(host)
+    sock = host.socket(f"tcp://{bind}:{port}")
+    assert sock.is_listening, f"nothing listens on {bind}:{port} on {host.siokit_name}"
     pid = unit_prop(host, unit, "MainPID")
     assert pid not in ("", "0"), f"{unit} has no main process"
     # the listener on this port is this instance: SIOKIT_INSTANCE_ID=%H:%i in the unit (ss -p may not
     # show process names in containers, /healthz does)
-    r = host.run(f"curl -fsS -m 5 http://127.0.0.1:{port}/healthz")
+    r = host.run(f"curl -fsS -m 5 http://{uwsgi_client_address(host)}:{port}/healthz")
     assert r.rc == 0, f"instance {port}: /healthz failed: {r.stderr.strip()}"
     instance = json.loads(r.stdout).get("instance", "")
     assert instance.endswith(f":{port}"), f"port {port} answered as instance {instance!r}"
@@ -75,8 +85,9 @@ def test_every_instance_listening(node):
 
 @pytest.mark.group("app")
 def test_instances_answer_healthz(node):
+    address = uwsgi_client_address(node)
     for port in planned_uwsgi_ports(node):
-        r = node.run(f"curl -fsS -m 5 http://127.0.0.1:{port}/healthz")
+        r = node.run(f"curl -fsS -m 5 http://{address}:{port}/healthz")
         assert r.rc == 0, f"instance {port}: /healthz failed: {r.stderr}"
         assert '"status":"ok"' in r.stdout.replace(" ", ""), r.stdout
         # under uWSGI the app must run in gevent_uwsgi mode (Flask-SocketIO #1487, #1058)
@@ -90,3 +101,16 @@ def test_one_worker_per_instance(node):
     ini = node.file(PATHS["app_ini"]).content_string
     assert "processes = 1" in ini or "workers = 1" in ini, "uWSGI ini must run one worker per instance"
     assert "http-websockets = true" in ini
+
+
+@pytest.mark.group("app")
+def test_instances_not_on_every_address(node):
+    """Only nginx may reach the instances: they listen on the private address, never on every one."""
+    bind = uwsgi_bind_address(node)
+    assert bind not in ("0.0.0.0", "::", "*"), f"{PATHS['app_ini']} binds every address ({bind})"
+    for port in planned_uwsgi_ports(node):
+        out = node.run(f"ss -Hltn 'sport = :{port}'").stdout
+        listeners = [line.split()[3] for line in out.splitlines() if line.strip()]
+        assert listeners, f"nothing listens on port {port}"
+        wild = [x for x in listeners if x.rsplit(":", 1)[0] in ("*", "0.0.0.0", "[::]")]
+        assert not wild, f"port {port} listens on every address: {listeners}"

@@ -7,7 +7,7 @@ import os
 import re
 import shlex
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import pytest
 from conftest import PATHS, env_file, read_plan
@@ -70,20 +70,22 @@ def test_source_ips_can_connect(node, lb_url):
     for addr in bind_addresses(node):
         code = (
             "import socket,sys; s=socket.create_connection((sys.argv[1], int(sys.argv[2])), 5, (sys.argv[3], 0)); "
-            "s.sendall(b'GET /healthz HTTP/1.0\\r\\nHost: x\\r\\n\\r\\n'); print(s.recv(64).decode().split()[1])"
+            "s.sendall(b'GET /healthz HTTP/1.0\\r\\nHost: '+sys.argv[4].encode()+b'\\r\\n\\r\\n'); "
+            "print(s.recv(64).decode().split()[1])"
         )
-        r = node.run(f"python3 -c {shlex.quote(code)} {u.hostname} {u.port or 80} {addr}")
+        # nginx answers only the names it serves (any other Host is closed): send the lb URL's.
+        r = node.run(f"python3 -c {shlex.quote(code)} {u.hostname} {u.port or 80} {addr} {shlex.quote(u.netloc)}")
         assert r.rc == 0 and r.stdout.strip() == "200", f"from {addr}: rc={r.rc} {r.stdout} {r.stderr}"
 
 
-def redis_target(cluster) -> tuple[str, int, str]:
-    """host, port, password of the message queue, as the app hosts are configured (siokit.env)."""
+def redis_target(cluster) -> tuple[str, int, str, str]:
+    """host, port, user, password of the message queue, as the app hosts are configured (siokit.env)."""
     app = cluster.hosts("app")[0]
     url = env_file(app, PATHS["app_env"]).get("SIOKIT_MESSAGE_QUEUE", "")
     assert url.startswith("redis://"), f"SIOKIT_MESSAGE_QUEUE is not a redis URL: {url!r}"
     u = urlsplit(url)
     assert u.password, "the message queue URL carries no password"
-    return u.hostname, u.port or 6379, u.password
+    return u.hostname, u.port or 6379, unquote(u.username or ""), unquote(u.password)
 
 
 REDIS_CMD = (
@@ -101,13 +103,27 @@ def redis_say(host, addr: str, port: int, payload: str) -> str:
 
 @pytest.mark.group("app")
 def test_redis_refuses_unauthenticated(node, cluster):
-    addr, port, password = redis_target(cluster)
+    addr, port, user, password = redis_target(cluster)
     reply = redis_say(node, addr, port, "PING\\r\\n")
     assert reply.startswith("-NOAUTH"), f"Redis answered an unauthenticated PING with {reply!r}"
     reply = redis_say(node, addr, port, "AUTH not-the-password\\r\\n")
     assert reply.startswith("-"), f"Redis accepted a wrong password: {reply!r}"
-    reply = redis_say(node, addr, port, f"AUTH {password}\\r\\nPING\\r\\n")
-    assert reply.startswith("+OK|+PONG"), f"Redis refused the app's own password: {reply!r}"
+    auth = resp_command("AUTH", *([user] if user else []), password)
+    reply = redis_say(node, addr, port, auth + resp_command("PING"))
+    assert reply.startswith("+OK|+PONG"), f"Redis refused the app's own credentials: {reply!r}"
+    # the app's user may publish on the Socket.IO channel and nothing else
+    if user:
+        reply = redis_say(node, addr, port, auth + resp_command("CONFIG", "GET", "maxclients"))
+        assert "-NOPERM" in reply, f"the app's Redis user may run CONFIG: {reply!r}"
+
+
+def resp_command(*args: str) -> str:
+    """A RESP array, escaped for redis_say (any byte of a password survives)."""
+    out = f"*{len(args)}\\r\\n"
+    for a in args:
+        data = a.encode()
+        out += f"${len(data)}\\r\\n" + "".join(f"\\x{b:02x}" for b in data) + "\\r\\n"
+    return out
 
 
 @pytest.mark.group("redis")
@@ -129,5 +145,6 @@ def test_redis_not_on_a_public_address(node):
         if not (ip.is_private or ip.is_loopback):
             bad.append(f"{local} (public)")
     assert not bad, f"Redis listens on non-private addresses: {bad}"
-    assert re.search(r"^\s*requirepass\s+\S+", conf, re.M), "no requirepass in redis.conf"
+    anonymous = re.search(r"^\s*user\s+default\s+off\b", conf, re.M) or re.search(r"^\s*requirepass\s+\S+", conf, re.M)
+    assert anonymous, "redis.conf neither turns the default user off nor sets requirepass"
     assert re.search(r"^\s*protected-mode\s+yes", conf, re.M), "protected-mode not on"

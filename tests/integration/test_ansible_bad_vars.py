@@ -60,6 +60,11 @@ def run_site(tmp_path: Path, host_vars: dict[str, Any], groups: tuple[str, ...] 
         ({"siokit_ping_timeout": 120}, r"siokit_ping_timeout is no longer a setting"),
         ({"siokit_plan_input": {"ping_timeout": 1, "ping_interval": 600}},
          r"siokit_plan: impossible target: ping_timeout 1 s is shorter than a broadcast"),
+        ({"nginx_server_name": "_"}, r"nginx_server_name must list the host names clients use"),
+        ({"nginx_public_ports": ["http"]}, r"nginx_public_ports must hold port numbers, got \"http\""),
+        ({"nginx_tls_public_port": "https"}, r"nginx_tls_public_port must be empty or a port number"),
+        ({"nginx_monitoring_cidrs": ["everyone"]}, r"nginx_monitoring_cidrs must hold addresses or CIDRs"),
+        ({"nginx_hsts_max_age": "a year"}, r"argument 'nginx_hsts_max_age' is of type str"),
     ],
     ids=lambda v: next(iter(v)) if isinstance(v, dict) else None,
 )

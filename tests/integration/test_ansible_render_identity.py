@@ -34,15 +34,23 @@ siokit_plan = _plugin.siokit_plan
 
 FACTS = {"cores": 2, "memory_gib": 23.4, "nofile_hard": 20000, "somaxconn": 4096}
 BASE = {
-    "siokit_redis_password": "s3cret-Redis-pw",
+    # '@', ':', '/' and '"' in the password: percent-encoding and redis.conf quoting must agree too
+    "siokit_redis_password": 's3cret@Redis:pw/"x',
     "siokit_admin_secret": "admin-s3cret",
     "siokit_redis_host": "10.0.0.13",
     "siokit_host_address": "10.0.0.11",
+    # inventory_hostname differs between the two sides (Ansible: localhost; siokit: this machine)
+    "nginx_server_name": "lb1.example.net 10.0.0.11 localhost 127.0.0.1",
 }
 CASES = {
     "defaults": {},
     "tls_bind_least_conn": {
         "nginx_tls_enabled": True,
+        "nginx_tls_redirect_http": True,
+        "nginx_hsts_max_age": 31536000,
+        "nginx_public_ports": [8080],
+        "nginx_tls_public_port": "8443",
+        "nginx_monitoring_cidrs": ["10.0.0.0/24"],
         "nginx_balance": "least_conn",
         "nginx_proxy_bind_addresses": ["10.0.0.10", "10.0.0.20", "10.0.0.30"],
         "nginx_upstream_servers": ["10.0.0.11:8001", "10.0.0.11:8002", "10.0.0.12:8001"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -105,3 +106,39 @@ def test_missing_variable_is_named(tmp_path: Path) -> None:
     broken = {k: v for k, v in BASE.items() if k != "siokit_redis_password"}
     with pytest.raises(RenderError, match="siokit_redis_password"):
         render_all(broken, tmp_path)
+
+
+def test_security_defaults(tmp_path: Path) -> None:
+    out = render(tmp_path, siokit_host_address="10.0.0.2", inventory_hostname="lb1")
+    ini, site = out["uwsgi/siokit.ini"], out["nginx/siokit.conf"]
+    # instances on the private address, never every address
+    assert "http-socket = 10.0.0.2:%(port)" in ini
+    # /metrics and stub_status: loopback only unless monitoring networks are configured
+    metrics = site.split("location = /metrics {", 1)[1].split("}", 1)[0]
+    assert re.findall(r"allow (\S+);", metrics) == ["127.0.0.1/32", "::1/128"] and "deny all;" in metrics
+    # the Host sent upstream is the validated one; other names go to a default server that closes them
+    assert "$http_host;" not in site and site.count("proxy_set_header Host $host$siokit_host_port;") == 3
+    assert re.search(r"listen 80 default_server[^;]*;\s+return 444;", site)
+    assert "server_name lb1 10.0.0.2 localhost 127.0.0.1;" in site
+    assert '"~:80$"  ":80";' in site
+    assert "siokit-hardening.conf" in str(out.keys())
+
+
+def test_public_ports_and_tls_options(tmp_path: Path) -> None:
+    out = render(tmp_path, nginx_tls_enabled=True, nginx_public_ports=[8080], nginx_tls_redirect_http=True,
+                 nginx_tls_listen="8443", nginx_tls_public_port="443", nginx_hsts_max_age=31536000)
+    site = out["nginx/siokit.conf"]
+    assert re.findall(r'"~:(\d+)\$"', site) == ["80", "8443", "8080"]
+    assert "return 301 https://$host$request_uri;" in site  # public HTTPS port 443: no port in the URL
+    assert 'https    "max-age=31536000";' in site
+    assert "ssl_protocols TLSv1.2 TLSv1.3;" in site and "ssl_ciphers ECDHE-" in site
+    assert ":AES128-SHA" not in site and "CBC" not in site
+
+
+def test_redis_secrets_encoded_and_quoted(tmp_path: Path) -> None:
+    out = render(tmp_path, siokit_redis_password='a@b:c/d "e\\f')
+    env, conf = out["uwsgi/siokit.env"], out["redis/redis.conf"]
+    assert "SIOKIT_MESSAGE_QUEUE=redis://siokit:a%40b%3Ac%2Fd%20%22e%5Cf@10.0.0.5:6379/0" in env
+    user = 'user siokit on resetpass ">a@b:c/d \\"e\\\\f" resetkeys resetchannels &flask-socketio -@all +publish'
+    assert user in conf
+    assert "user default off" in conf and "requirepass" not in conf

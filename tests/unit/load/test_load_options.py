@@ -124,3 +124,16 @@ def test_cli_main_returns_2_on_usage_error(capsys: pytest.CaptureFixture[str]) -
 
     assert main(["--url", "ftp://nope"]) == 2
     assert "--url must look like" in capsys.readouterr().err
+
+
+def test_admin_token_from_a_file_or_the_environment(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The token never has to be on the command line, which `ps` shows to every user."""
+    token = tmp_path / "token"
+    token.write_text("from-file\n")
+    p = plan("--url", "http://127.0.0.1:8080", "--broadcast-every", "2", "--admin-token-file", str(token))
+    assert p.plans[0].admin_token == "from-file"
+    monkeypatch.setenv("SIOKIT_ADMIN_TOKEN", "from-env")
+    p = plan("--url", "http://127.0.0.1:8080", "--broadcast-every", "2")
+    assert p.plans[0].admin_token == "from-env"
+    with pytest.raises(SystemExit):
+        plan("--url", "http://127.0.0.1:8080", "--admin-token-file", str(tmp_path / "missing"))
