@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -53,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hold", type=float, default=40)
     ap.add_argument("--broadcast-every", type=float, default=2)
     ap.add_argument("--token", default="bench-s3cret")
+    ap.add_argument("--keep", default=None, help="copy the two load reports into this directory")
     args = ap.parse_args(argv)
     port = free_port()
     server = start_server("node", port, args.token, args.connections)
@@ -62,6 +64,10 @@ def main(argv: list[str] | None = None) -> int:
             idle = run_load(url, args, False, Path(tmp) / "idle.json")
             time.sleep(2)
             busy = run_load(url, args, True, Path(tmp) / "busy.json")
+            if args.keep:
+                Path(args.keep).mkdir(parents=True, exist_ok=True)
+                for name in ("idle.json", "busy.json"):
+                    shutil.copy(Path(tmp) / name, Path(args.keep) / name)
     finally:
         server.terminate()
         server.wait(timeout=15)
@@ -76,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         "busy_cpu_s": round(busy_cpu, 2),
         "busy_window_s": busy_s,
         "received": received,
+        "drops": [idle["connections"]["drops"], busy["connections"]["drops"]],
+        "failures": [idle["failures"], busy["failures"]],
         "us_per_message_gross": round(busy_cpu / received * 1e6, 1) if received else None,
         "us_per_message_net": round((busy_cpu - idle_rate * busy_s) / received * 1e6, 1) if received else None,
     }
