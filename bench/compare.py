@@ -18,6 +18,19 @@ need the full stack (`--targets url`) and enough --bind addresses (28k ports per
 Server RSS per socket = (peak RSS of the server's process tree during the run - RSS before) / peak
 clients held. Ratios are against node, the reference implementation, when it ran.
 
+Capacity at a latency SLO, siokit's loopback stack and Node side by side from one run:
+
+    .venv/bin/python bench/compare.py --slo-p95-ms 500 --step 1000 --max 10000 --targets siokit,node
+
+  siokit    the loopback stack (siokit.local: nginx, 2 uWSGI instances, Redis) on its own port
+Each target gets steps of --step clients (a fresh `siokit load` run per step, --slo-hold seconds,
+a broadcast every --slo-broadcast-every s); the table shows every step and the capacity (the last
+step whose pooled p95 fan-out met the SLO, siokit/slo.py). Beside it, each step's server CPU per
+delivered broadcast message: user+system CPU-seconds of the server processes (uWSGI instances only
+for siokit, nginx shown apart; the node process) over the load generator's hold window, divided
+by the messages received in that window (Engine.IO pings included, so an upper bound), and the
+server's own socket count (/healthz) at the end of each step against the load generator's.
+
 Each target's ramp is bounded by --ramp-timeout (default 120 s; 0 = wait for the full ramp): it is
 passed to `siokit load --ramp-timeout`, which then holds what it reached for --hold seconds and
 stops as usual. Such a target is recorded with "ramp_complete": false and "ramp_note" (the reason);
@@ -47,6 +60,46 @@ import psutil  # type: ignore[import-untyped]
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
+sys.path.insert(0, str(ROOT))
+from siokit import slo  # noqa: E402
+from siokit.bench import read_server_count  # noqa: E402
+
+
+def tree_cpu_s(pids: list[int]) -> float:
+    """User+system CPU-seconds of the given processes and their descendants (live ones)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            p = psutil.Process(pid)
+            procs = [p, *p.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+        for q in procs:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                t = q.cpu_times()
+                total += t.user + t.system
+    return total
+
+
+def cpu_per_message(report: dict[str, Any], cpu: list[tuple[float, float]], offset: float) -> dict[str, Any]:
+    """Server CPU-seconds over the load's hold window per broadcast message received in it.
+
+    ``cpu`` holds (seconds since the load started, cumulative CPU-seconds); the window is the
+    first and last hold sample of the load's timeline (its clock starts ``offset`` s later)."""
+    hold = [s for s in report["timeline"] if s["phase"] == "hold" and "received" in s]
+    if len(hold) < 2 or len(cpu) < 2:
+        return {"server_cpu_s": None, "received": 0, "us_per_message": None}
+
+    def at(t: float) -> float:
+        return min(cpu, key=lambda c: abs(c[0] - t))[1]
+
+    used = at(hold[-1]["t"] + offset) - at(hold[0]["t"] + offset)
+    got = hold[-1]["received"] - hold[0]["received"]
+    return {
+        "server_cpu_s": round(used, 3),
+        "received": got,
+        "us_per_message": round(used / got * 1e6, 1) if got else None,
+    }
 
 
 def free_port() -> int:
@@ -236,6 +289,106 @@ def table_row(res: dict[str, Any]) -> dict[str, str]:
     return row
 
 
+def run_slo_step(
+    url: str, clients: int, args: argparse.Namespace, token: str, groups: dict[str, list[int]],
+    health: list[str], report: Path,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One SLO step: a load run while sampling the server groups' CPU; (load report, extras)."""
+    cmd = [
+        PY, "-m", "siokit.load", "--url", url, "--connections", str(clients),
+        "--concurrency", str(args.concurrency), "--hold", str(args.slo_hold), "--no-progress",
+        "--broadcast-every", str(args.slo_broadcast_every), f"--admin-token={token}",
+        "--report", str(report), "--html", os.devnull,
+    ]  # fmt: skip
+    if args.bind:
+        cmd += ["--bind", args.bind]
+    if args.ramp_timeout:
+        cmd += ["--ramp-timeout", str(args.ramp_timeout)]
+    series: dict[str, list[tuple[float, float]]] = {g: [] for g in groups}
+    counts: list[tuple[float, int | None]] = []
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    while proc.poll() is None:
+        now = time.monotonic() - t0
+        for g, pids in groups.items():
+            series[g].append((now, tree_cpu_s(pids)))
+        if health:
+            vals = [read_server_count(u, timeout=2) for u in health]
+            counts.append((now, None if None in vals else sum(v for v in vals if v is not None)))
+        time.sleep(0.5)
+    r = json.loads(report.read_text())
+    offset = 0.5  # interpreter start-up of `siokit load` before its clock starts, roughly
+    extras: dict[str, Any] = {g: cpu_per_message(r, series[g], offset) for g in groups}
+    hold_end = r["duration"]["ramp_s"] + r["duration"]["hold_s"]
+    in_hold = [c for t, c in counts if t <= hold_end + offset and c is not None]
+    extras["server_count_end"] = in_hold[-1] if in_hold else None
+    extras["client_count_end"] = r["connections"]["held_at_end"]
+    return r, extras
+
+
+def _search(
+    spec: slo.SloSpec, args: argparse.Namespace, target: str, server: tuple[str, str, dict[str, list[int]], list[str]],
+    tmp: Path, extras_by_step: dict[int, dict[str, Any]],
+) -> dict[str, Any]:
+    url, token, groups, health = server
+
+    def run_step(n: int) -> dict[str, Any]:
+        r, extras = run_slo_step(url, n, args, token, groups, health, tmp / f"{target}-{n}.json")
+        extras_by_step[n] = extras
+        time.sleep(2)  # let the server settle the previous step's closes
+        return r
+
+    return slo.search(spec, run_step, log=lambda m: print(f"{target}: {m}", file=sys.stderr))
+
+
+def slo_compare(args: argparse.Namespace, targets: list[str]) -> dict[str, Any]:
+    spec = slo.SloSpec(args.slo_p95_ms, args.step, args.max)
+    out: dict[str, Any] = {}
+    for target in targets:
+        extras_by_step: dict[int, dict[str, Any]] = {}
+        with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+            if target == "siokit":
+                from siokit import local
+
+                state = Path(tmp) / "stack"
+                ls = local.LocalStack(state_dir=state, port=free_port(), instances=2, balance="hash_remote_addr",
+                                      sockets=args.max)  # fmt: skip
+                local.up(ls)
+                stack.callback(local.down, state)
+                url, token = ls.url, ls.admin_secret
+                groups = {"uwsgi": [v for k, v in ls.pids.items() if k.startswith("uwsgi")],
+                          "nginx": [ls.pids["nginx"]]}  # fmt: skip
+                health = [f"http://127.0.0.1:{p}" for p in ls.app_ports]
+            elif target == "node":
+                port = free_port()
+                proc = start_server("node", port, args.token, args.max)
+                stack.callback(lambda p=proc: (p.terminate(), p.wait(timeout=15)))
+                url, token = f"http://127.0.0.1:{port}", args.token
+                groups, health = {"node": [proc.pid]}, [url]
+            else:
+                raise SystemExit(f"--slo-p95-ms supports targets siokit and node, not {target!r}")
+
+            result = _search(spec, args, target, (url, token, groups, health), Path(tmp), extras_by_step)
+        for row in result["steps"]:
+            row.update(extras_by_step.get(row["clients"], {}))
+        out[target] = result
+    return out
+
+
+def print_slo(results: dict[str, Any]) -> None:
+    for target, result in results.items():
+        print(f"== {target}")
+        print(slo.format_table(result))
+        for row in result["steps"]:
+            cpu = {g: v["us_per_message"] for g, v in row.items() if isinstance(v, dict) and "us_per_message" in v}
+            print(f"  {row['clients']:>7} clients: server CPU us per delivered message {cpu}; "
+                  f"server count at end {row.get('server_count_end')} vs load generator {row.get('client_count_end')}")
+    if {"siokit", "node"} <= set(results):
+        s, n = results["siokit"]["capacity"], results["node"]["capacity"]
+        print(f"capacity at the SLO: siokit {s}, node {n}" + (f" ({s / n:.2f}x node)" if n else ""))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--connections", type=int, default=5000)
@@ -257,7 +410,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--broadcast-every", type=float, default=2)
     ap.add_argument("--token", default="bench-s3cret")
     ap.add_argument("--out", default=None, help="write the results as JSON here")
+    ap.add_argument("--slo-p95-ms", type=float, default=None, help="capacity-at-SLO mode (targets siokit,node)")
+    ap.add_argument("--step", type=int, default=5000)
+    ap.add_argument("--max", type=int, default=20000)
+    ap.add_argument("--slo-hold", type=float, default=20)
+    ap.add_argument("--slo-broadcast-every", type=float, default=2)
     args = ap.parse_args(argv)
+    if args.slo_p95_ms is not None:
+        try:
+            slo.SloSpec(args.slo_p95_ms, args.step, args.max)
+        except ValueError as exc:
+            ap.error(str(exc))
+        results = slo_compare(args, [t.strip() for t in args.targets.split(",") if t.strip()])
+        print_slo(results)
+        if args.out:
+            Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+        return 0
     if args.ramp_timeout < 0:
         ap.error("--ramp-timeout must be >= 0")
     results: dict[str, dict[str, Any]] = {}

@@ -17,11 +17,12 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from siokit import planner, procstats
+from siokit import planner, procstats, slo
 from siokit.facts import local_facts
 from siokit.render import ROOT
 
@@ -43,6 +44,67 @@ class Target:
     roots: dict[int, str | None] | None = None  # loopback: the stack's process trees
     interrupt: Any = None  # callable(load Popen): stop the load generator gracefully (SIGINT)
     containers: set[str] | None = None  # cluster: the stack's containers
+    instance_urls: list[str] = field(default_factory=list)  # each server instance's own /healthz base
+
+
+def read_server_count(base: str, namespace: str = "/", timeout: float = 3.0) -> int | None:
+    """Sockets the instance itself holds on ``namespace`` (its /healthz), None if it did not answer."""
+    try:
+        with urllib.request.urlopen(f"{base}/healthz", timeout=timeout) as resp:
+            body = json.loads(resp.read())
+    except (OSError, ValueError):
+        return None
+    sockets = body.get("sockets")
+    if isinstance(sockets, dict):
+        n = sockets.get(namespace)
+        return int(n) if isinstance(n, int) else 0
+    n = body.get("connected")
+    return int(n) if isinstance(n, int) else None
+
+
+def _count_sampler(stop: threading.Event, urls: list[str], samples: list[dict[str, Any]], t0: float) -> None:
+    while not stop.is_set():
+        counts = {u: read_server_count(u) for u in urls}
+        samples.append({"t": round(time.monotonic() - t0, 2), "counts": counts})
+        stop.wait(1.0)
+
+
+def compare_counts(report: dict[str, Any], samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """The servers' own socket counts at the peak and at the end of the hold, beside the load
+    generator's. ``match`` is False (with a note) when they differ or could not be read."""
+    if not samples:
+        return {"read": False, "match": None, "note": "no server instance to read (see the target)"}
+    hold_end = float(report["duration"]["ramp_s"]) + float(report["duration"]["hold_s"])
+
+    def total(sample: dict[str, Any]) -> int | None:
+        vals = list(sample["counts"].values())
+        return None if any(v is None for v in vals) else sum(vals)
+
+    complete = [(s["t"], total(s), s["counts"]) for s in samples if total(s) is not None]
+    # the load generator starts a moment after the bench's clock: samples up to ramp + hold lie in the hold
+    in_run = [c for c in complete if c[0] <= hold_end]
+    client_peak = int(report["connections"]["peak_held"])
+    client_end = int(report["connections"]["held_at_end"])
+    out: dict[str, Any] = {
+        "read": bool(in_run),
+        "instances": len(samples[0]["counts"]),
+        "unanswered_samples": len(samples) - len(complete),
+        "client": {"peak": client_peak, "end": client_end},
+    }
+    if not in_run:
+        out.update(match=False, note="no complete reading of every instance during the run")
+        return out
+    peak = max(in_run, key=lambda c: c[1])
+    end = in_run[-1]
+    out["server"] = {"peak": peak[1], "end": end[1], "end_at_s": end[0], "end_per_instance": end[2]}
+    notes = []
+    if peak[1] != client_peak:
+        notes.append(f"peak: servers held {peak[1]}, the load generator {client_peak}")
+    if end[1] != client_end:
+        notes.append(f"end: servers held {end[1]}, the load generator {client_end}")
+    out["match"] = not notes
+    out["note"] = "; ".join(notes) or None
+    return out
 
 
 def tune_host(sysctls: dict[str, str]) -> dict[str, str]:
@@ -154,11 +216,18 @@ def run(target: Target, load_args: list[str], out: Path, key: str, floor_gib: fl
     thread = threading.Thread(target=_sampler, daemon=True,
                               args=(stop, samples, key, find, on_low_memory, int(floor_gib * KB**3)))
     thread.start()
+    count_samples: list[dict[str, Any]] = []
+    counter = threading.Thread(target=_count_sampler, daemon=True,
+                               args=(stop, target.instance_urls, count_samples, t0))
+    if target.instance_urls:
+        counter.start()
     try:
         proc.communicate()
     finally:
         stop.set()
         thread.join()
+        if target.instance_urls:
+            counter.join()
     local_report = out / "load-report.json"
     if target.fetch_report:
         target.fetch_report(local_report)
@@ -168,6 +237,9 @@ def run(target: Target, load_args: list[str], out: Path, key: str, floor_gib: fl
     summary = summarize(baseline, samples, report, t0)
     if guard:
         summary["memory_guard"] = guard
+    summary["server_counts"] = compare_counts(report, count_samples)
+    if summary["server_counts"]["match"] is False:
+        print(f"bench: SERVER COUNT MISMATCH: {summary['server_counts']['note']}", file=sys.stderr, flush=True)
     bench = {"target": target.name, "command": printable, "load": report, "measured": summary}
     (out / "bench.json").write_text(json.dumps(bench, indent=2))
     return bench
@@ -197,6 +269,7 @@ def loopback_target(args: argparse.Namespace, out: Path) -> Target:
         url=stack.url, binds=binds, admin_token=stack.admin_secret,
         load_cmd_prefix=[sys.executable, "-m", "siokit.load"], report_path=str(out / "load-report.json"),
         roots={pid: None for pid in stack.pids.values()},
+        instance_urls=[f"http://127.0.0.1:{p}" for p in stack.app_ports],
     )
 
 
@@ -230,6 +303,48 @@ def cluster_target(args: argparse.Namespace, out: Path) -> Target:
     )
 
 
+SUMMARY_MAX_BYTES = 400_000
+
+
+def summary_of(bench: dict[str, Any], name: str) -> dict[str, Any]:
+    """What goes to bench/results/<name>.json: the whole result (the load report carries no
+    per-client data), with the one-second timeline thinned if it would pass ~400 KB."""
+    out = {"name": name, "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **bench}
+    load = out.get("load")
+    while load and len(json.dumps(out)) > SUMMARY_MAX_BYTES and len(load.get("timeline", [])) > 50:
+        load["timeline"] = load["timeline"][::2]
+        load["timeline_thinned"] = load.get("timeline_thinned", 1) * 2
+    return out
+
+
+def write_summary(bench: dict[str, Any], name: str, results_dir: Path) -> Path:
+    if not name or "/" in name or name.startswith("."):
+        raise ValueError(f"--name must be a plain file name, got {name!r}")
+    results_dir.mkdir(parents=True, exist_ok=True)
+    path = results_dir / f"{name}.json"
+    path.write_text(json.dumps(summary_of(bench, name), indent=1) + "\n")
+    return path
+
+
+def _slo_run(target: Target, args: argparse.Namespace, load_args: list[str], out: Path, key: str) -> dict[str, Any]:
+    spec = slo.SloSpec(args.slo_p95_ms, args.step, args.max or args.connections)
+    steps: dict[int, dict[str, Any]] = {}
+
+    def run_step(clients: int) -> dict[str, Any]:
+        bench = run(target, ["--connections", str(clients), "--hold", str(args.slo_hold),
+                             "--broadcast-every", str(args.slo_broadcast_every), *load_args],
+                    out / f"step-{clients}", key=key, floor_gib=args.min_available_gib)
+        steps[clients] = bench
+        return bench["load"]
+
+    result = slo.search(spec, run_step, log=lambda m: print(m, file=sys.stderr, flush=True))
+    for row in result["steps"]:
+        m = steps[row["clients"]]["measured"]
+        row["server_counts_match"] = m["server_counts"].get("match")
+        row["cpu_cores_during_hold"] = m.get("cpu_cores_during_hold")
+    return {"target": target.name, "slo": result}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="siokit bench", description=__doc__)
     ap.add_argument("--target", choices=["loopback", "cluster"], default="cluster")
@@ -238,24 +353,51 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port", type=int, default=8080, help="loopback: nginx port")
     ap.add_argument("--state-dir", default=".siokit/bench-loopback")
     ap.add_argument("--out", default=f"reports/bench-{time.strftime('%Y%m%d-%H%M%S')}")
+    ap.add_argument("--name", default=None,
+                    help="also write the run's summary to RESULTS_DIR/NAME.json (commit it next to its figures)")
+    ap.add_argument("--results-dir", default=str(ROOT / "bench" / "results"))
     ap.add_argument("--by-container", action="store_true", help="memory per component@container")
     ap.add_argument("--min-available-gib", type=float, default=1.5,
                     help="stop the load (SIGINT, clean ramp-down) when MemAvailable falls below this")
+    slo_g = ap.add_argument_group("capacity at a latency SLO")
+    slo_g.add_argument("--slo-p95-ms", type=float, default=None,
+                       help="find the most clients held with p95 broadcast fan-out <= this (steps of --step)")
+    slo_g.add_argument("--step", type=int, default=5000, help="clients added per step (default 5000)")
+    slo_g.add_argument("--max", type=int, default=None, help="last step (default --connections)")
+    slo_g.add_argument("--slo-hold", type=float, default=20.0, help="hold per step, seconds (default 20)")
+    slo_g.add_argument("--slo-broadcast-every", type=float, default=2.0,
+                       help="broadcast interval during a step's hold (default 2 s)")
     args, load_args = ap.parse_known_args(argv)
+    if args.slo_p95_ms is not None:
+        try:
+            slo.SloSpec(args.slo_p95_ms, args.step, args.max or args.connections)
+        except ValueError as exc:
+            ap.error(str(exc))
+        args.connections = args.max or args.connections  # size the stack for the last step
     out = Path(args.out)
     target = loopback_target(args, out) if args.target == "loopback" else cluster_target(args, out)
+    key = "container" if args.by_container else "component"
     try:
-        bench = run(target, ["--connections", str(args.connections), *load_args], out,
-                    key="container" if args.by_container else "component", floor_gib=args.min_available_gib)
+        if args.slo_p95_ms is not None:
+            bench = _slo_run(target, args, load_args, out, key)
+            (out / "slo.json").write_text(json.dumps(bench, indent=2))
+        else:
+            bench = run(target, ["--connections", str(args.connections), *load_args], out, key=key,
+                        floor_gib=args.min_available_gib)
     finally:
         if args.target == "loopback":
             from siokit import local
 
             with contextlib.suppress(Exception):
                 local.down(Path(args.state_dir).resolve())
-    m = bench["measured"]
-    print(json.dumps(m, indent=2))
-    print(f"bench: results in {out}/bench.json and {out}/load-report.json", file=sys.stderr)
+    if args.slo_p95_ms is not None:
+        print(slo.format_table(bench["slo"]))
+    else:
+        print(json.dumps(bench["measured"], indent=2))
+    if args.name:
+        path = write_summary(bench, args.name, Path(args.results_dir))
+        print(f"bench: summary in {path}", file=sys.stderr)
+    print(f"bench: results in {out}/", file=sys.stderr)
     return 0
 
 

@@ -4,6 +4,8 @@
 //   "/admin" broadcast -> (auth {token}) emits "broadcast" {seq, text, sent_at} to every "/" client
 // Usage: node server.js --port 18100 [--host 127.0.0.1] [--token s3cret] [--ping-interval 25]
 // Prints "READY <port>" when listening; logs "RSS <bytes> SOCKETS <n>" on SIGUSR2.
+// GET /healthz answers {"connected": n, "sockets": {"/": n, "/admin": m}} like the app's, so that
+// siokit's benchmark reads the server's own socket count beside the load generator's.
 "use strict";
 
 const http = require("http");
@@ -20,7 +22,16 @@ const token = arg("token", process.env.SIOKIT_ADMIN_TOKEN || "s3cret");
 const pingInterval = Math.round(parseFloat(arg("ping-interval", "25")) * 1000);
 const pingTimeout = Math.round(parseFloat(arg("ping-timeout", "20")) * 1000);
 
-const httpServer = http.createServer();
+const httpServer = http.createServer((req, res) => {
+  if (req.url !== "/healthz") {
+    res.writeHead(404);
+    res.end();
+    return;
+  }
+  const sockets = { "/": io.of("/").sockets.size, "/admin": io.of("/admin").sockets.size };
+  res.writeHead(200, { "Content-Type": "application/json" });
+  res.end(JSON.stringify({ status: "ok", connected: sockets["/"] + sockets["/admin"], sockets }));
+});
 const io = new Server(httpServer, {
   pingInterval,
   pingTimeout,

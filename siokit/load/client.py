@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -23,7 +24,6 @@ from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
 from .protocol import (
     EIO_CLOSE,
     EIO_MESSAGE,
-    EIO_NOOP,
     EIO_OPEN,
     EIO_PING,
     EIO_PONG,
@@ -60,6 +60,41 @@ class ClientConfig:
     broadcast_event: str = "broadcast"
     echo_event: str = "echo"
     counted: bool = True  # False for the admin client: it does not touch the stats gauges
+    bcast_prefix: str = ""  # derived: the text a broadcast event packet starts with
+
+    def __post_init__(self) -> None:
+        ns = "" if self.namespace in ("", "/") else self.namespace.rstrip(",") + ","
+        object.__setattr__(self, "bcast_prefix", f'42{ns}["{self.broadcast_event}",')
+
+
+def broadcast_fields(text: str) -> tuple[int | None, float] | None:
+    """(seq, sent_at) from a broadcast packet ``...{"seq":n,"text":..,"sent_at":t}]`` without
+    decoding it: two str.find calls cost ~1 us where json.loads of the packet or two regex
+    searches cost 3-4 us (process CPU, this host). None when there is no usable sent_at."""
+    i = text.rfind('"sent_at":')
+    if i < 0:
+        return None
+    i += 10
+    j = text.find("}", i)
+    c = text.find(",", i)
+    if j < 0 or 0 <= c < j:
+        j = c
+    try:
+        sent_at = float(text[i:j] if j >= 0 else text[i:])
+    except ValueError:
+        return None
+    if sent_at != sent_at or sent_at in (math.inf, -math.inf):
+        return None
+    seq = None
+    k = text.find('"seq":')
+    if k >= 0:
+        k += 6
+        m = text.find(",", k)
+        try:
+            seq = int(text[k:m] if m > 0 else text[k:])
+        except ValueError:
+            seq = None
+    return seq, sent_at
 
 
 def classify(exc: BaseException) -> str:
@@ -92,7 +127,10 @@ class ConnectError(Exception):
 
 
 class VirtualClient:
-    __slots__ = ("_ack_seq", "_pending", "cfg", "conn", "gate", "ns_ok", "stats", "stopping")
+    __slots__ = (
+        "_ack_seq", "_done", "_pending", "cfg", "conn", "dead_after", "gate", "last_ping", "ns_ok",
+        "pings", "stats", "stopping",
+    )  # fmt: skip
 
     def __init__(self, cfg: ClientConfig, stats: WorkerStats, gate: asyncio.Semaphore | None = None) -> None:
         self.cfg = cfg
@@ -103,6 +141,10 @@ class VirtualClient:
         self.stopping = False
         self._ack_seq = 0
         self._pending: dict[int, float] | None = None
+        self._done: asyncio.Future[None] | None = None  # set when a callback-served conn ends
+        self.pings = 0  # Engine.IO pings heard (the worker resets it when the hold starts)
+        self.last_ping = 0.0  # monotonic time of the last ping (or of the open packet)
+        self.dead_after = 0.0  # ping interval + ping timeout from the handshake, seconds
 
     # ---------------------------------------------------------------- connect
     async def _handshake(self) -> Conn:
@@ -116,12 +158,19 @@ class VirtualClient:
             kind, payload = parse_eio(await conn.recv())
             if kind != EIO_OPEN:
                 raise ProtocolError(f"expected open packet, got {kind!r}")
-            parse_handshake(payload)
+            hs = parse_handshake(payload)
+            self.dead_after = hs.ping_interval + hs.ping_timeout
+            if cfg.counted:
+                self.stats.ping_interval_s = hs.ping_interval
+                self.stats.ping_timeout_s = hs.ping_timeout
+            self.last_ping = time.monotonic()
             # explicit namespace connect: the old client bug opened a 2nd connection without it
             await conn.send(encode_connect(cfg.namespace, cfg.auth))
             while True:
                 kind, payload = parse_eio(await conn.recv())
                 if kind == EIO_PING:
+                    self.pings += 1
+                    self.last_ping = time.monotonic()
                     await conn.send(EIO_PONG)
                     continue
                 if kind == EIO_CLOSE:
@@ -168,54 +217,116 @@ class VirtualClient:
 
     # ---------------------------------------------------------------- run
     async def read_loop(self) -> None:
-        """Serve the connection until it closes; answers pings, records echo/broadcast latency."""
+        """Serve the connection until it closes; answers pings, records echo/broadcast latency.
+
+        On the websocket transport every message is handled inside the protocol's
+        ``data_received`` (``on_text``), with no coroutine woken per message: that wake-up was a
+        large share of the worker's CPU per received broadcast (WSProtocol's docstring)."""
         conn = self.conn
         assert conn is not None
-        st = self.stats
-        ns = self.cfg.namespace
-        bcast = self.cfg.broadcast_event
         try:
-            while True:
-                text = await conn.recv()
-                kind = text[:1]
-                if kind == EIO_PING:
-                    await conn.send(EIO_PONG)
-                elif kind == EIO_MESSAGE:
-                    try:
-                        pkt = parse_sio(text[1:])
-                    except ProtocolError:
-                        st.fail("protocol_after_connect")
-                        continue
-                    if not namespace_matches(pkt.namespace, ns):
-                        continue
-                    if pkt.type == SIO_EVENT:
-                        if pkt.data[0] == bcast and self.cfg.counted:
-                            self._on_broadcast(pkt.data[1] if len(pkt.data) > 1 else None)
-                    elif pkt.type == SIO_ACK and pkt.ack_id is not None:
-                        sent = self._pending.pop(pkt.ack_id, None) if self._pending else None
-                        if sent is not None:
-                            st.echo.add(time.monotonic() - sent)
-                    elif pkt.type == SIO_DISCONNECT:
-                        break
-                elif kind == EIO_CLOSE:
-                    break
-                elif kind in (EIO_NOOP, EIO_PONG, ""):
-                    continue
-        except ConnClosed:
-            pass
-        except (ConnectionError, OSError):
+            if isinstance(conn, WebSocketConn):
+                proto = conn.proto
+                done = self._done = asyncio.get_running_loop().create_future()
+                proto.on_lost = self._conn_lost
+                proto.handler = self.on_text
+                while proto.inbox and not done.done():
+                    self.on_text(proto.inbox.popleft())
+                if proto.transport is None:
+                    self._conn_lost()
+                await done
+            else:
+                while self.on_text(await conn.recv()):
+                    pass
+        except (ConnClosed, ConnectionError, OSError):
             pass
         finally:
+            self._done = None
             self._lost()
+
+    def _conn_lost(self) -> None:
+        done = self._done
+        if done is not None and not done.done():
+            done.set_result(None)
+
+    def on_text(self, text: str) -> bool:
+        """Handle one Engine.IO packet; False when the session is over."""
+        kind = text[:1]
+        if kind == EIO_MESSAGE:
+            cfg = self.cfg
+            if text.startswith(cfg.bcast_prefix):
+                if cfg.counted:
+                    got = broadcast_fields(text)
+                    if got is not None:
+                        self.stats.on_broadcast(got[0], time.time() - got[1])
+                        return True
+                    self._on_packet(text)
+                return True
+            return self._on_packet(text)
+        if kind == EIO_PING:
+            self.pings += 1
+            self.last_ping = time.monotonic()
+            conn = self.conn
+            if conn is not None:
+                try:
+                    conn.send_nowait(EIO_PONG)
+                except ConnClosed:
+                    return self._end()
+            return True
+        if kind == EIO_CLOSE:
+            return self._end()
+        return True
+
+    def _end(self) -> bool:
+        self._conn_lost()
+        return False
+
+    def _on_packet(self, text: str) -> bool:
+        st = self.stats
+        try:
+            pkt = parse_sio(text[1:])
+        except ProtocolError:
+            st.fail("protocol_after_connect")
+            return True
+        if not namespace_matches(pkt.namespace, self.cfg.namespace):
+            return True
+        if pkt.type == SIO_EVENT:
+            if pkt.data[0] == self.cfg.broadcast_event and self.cfg.counted:
+                self._on_broadcast(pkt.data[1] if len(pkt.data) > 1 else None)
+        elif pkt.type == SIO_ACK and pkt.ack_id is not None:
+            sent = self._pending.pop(pkt.ack_id, None) if self._pending else None
+            if sent is not None:
+                st.echo.add(time.monotonic() - sent)
+        elif pkt.type == SIO_DISCONNECT:
+            return self._end()
+        return True
+
+    def check_alive(self, now: float) -> bool:
+        """Dead-peer detection as the official JS client does it: no ping within ping interval +
+        ping timeout (from the handshake) means the server is gone; the connection is dropped (and
+        reconnected per the reconnect setting). False when this client was just declared dead."""
+        if not self.ns_ok or self.dead_after <= 0 or now - self.last_ping <= self.dead_after:
+            return True
+        if self.cfg.counted:
+            self.stats.dead_peers += 1
+        conn = self.conn
+        if isinstance(conn, WebSocketConn):
+            conn.abort()
+        self._conn_lost()
+        if not isinstance(conn, WebSocketConn) and conn is not None:
+            asyncio.get_running_loop().create_task(_quiet_close(conn))
+        return False
 
     def _on_broadcast(self, body: Any) -> None:
         if not isinstance(body, dict):
             return
         sent_at = body.get("sent_at")
-        if isinstance(sent_at, int | float) and not isinstance(sent_at, bool):
-            self.stats.fanout.add(time.time() - float(sent_at))
         seq = body.get("seq")
-        if isinstance(seq, int) and not isinstance(seq, bool):
+        if not isinstance(seq, int) or isinstance(seq, bool):
+            seq = None
+        if isinstance(sent_at, int | float) and not isinstance(sent_at, bool):
+            self.stats.on_broadcast(seq, time.time() - float(sent_at))
+        elif seq is not None:
             self.stats.broadcast_received[seq] += 1
 
     def _lost(self) -> None:

@@ -7,7 +7,7 @@ import json
 import os
 from typing import Any
 
-from .stats import Histogram, bucket_upper
+from .stats import Histogram
 
 
 def write_json(report: dict[str, Any], path: str) -> None:
@@ -88,33 +88,29 @@ def svg_line(
 
 
 def svg_histogram(hist: Histogram, title: str, width: int = 720, height: int = 240) -> str:
-    """Bars per log bucket (milliseconds on a log axis), labelled at first/last bucket."""
+    """Bars per non-empty 1% bucket (labelled by their upper edge in ms), first/last labelled."""
     pad_l, pad_t = PAD_L, PAD_T
     parts, w, h = _frame(title, width, height)
-    if hist.count:
-        lo, hi = min(hist.buckets), max(hist.buckets)
-        n = hi - lo + 1
-        top = max(hist.buckets.values())
-        bw = w / n
-        for i, c in sorted(hist.buckets.items()):
+    bars = hist.bars()
+    if bars:
+        top = max(c for _, c in bars)
+        bw = w / len(bars)
+        for i, (edge, c) in enumerate(bars):
             bh = h * c / top
-            x = pad_l + (i - lo) * bw
+            x = pad_l + i * bw
             parts.append(
                 f'<rect x="{x:.1f}" y="{pad_t + h - bh:.1f}" width="{max(bw - 0.5, 0.5):.1f}" '
-                f'height="{bh:.1f}" fill="#ff7f0e"><title>&lt;{bucket_upper(i) * 1000:.3f} ms: '
-                f"{c}</title></rect>"
+                f'height="{bh:.1f}" fill="#ff7f0e"><title>&lt;={edge * 1000:.3f} ms: {c}</title></rect>'
             )
-        parts.append(
-            f'<text x="{pad_l}" y="{pad_t + h + 14}" font-size="11">{bucket_upper(lo - 1) * 1000:.2f} ms</text>'
-        )
+        parts.append(f'<text x="{pad_l}" y="{pad_t + h + 14}" font-size="11">{bars[0][0] * 1000:.2f} ms</text>')
         parts.append(
             f'<text x="{pad_l + w}" y="{pad_t + h + 14}" text-anchor="end" font-size="11">'
-            f"{bucket_upper(hi) * 1000:.1f} ms</text>"
+            f"{bars[-1][0] * 1000:.1f} ms</text>"
         )
         parts.append(f'<text x="{pad_l - 4}" y="{pad_t + 4}" text-anchor="end" font-size="11">{top:,}</text>')
         parts.append(
             f'<text x="{pad_l + w / 2}" y="{height - 6}" text-anchor="middle" font-size="12">'
-            f"latency (log scale), {hist.count:,} samples</text>"
+            f"latency (non-empty buckets in order), {hist.count:,} samples</text>"
         )
     else:
         parts.append(f'<text x="{width / 2}" y="{pad_t + h / 2}" text-anchor="middle" font-size="12">no samples</text>')

@@ -12,7 +12,7 @@ from typing import Any, TextIO
 
 from .options import Plan
 from .stats import WorkerStats, merge_all
-from .worker import run_worker
+from .worker import run_worker, stop_grace_s
 
 
 def _ms(summary: dict[str, Any]) -> dict[str, Any]:
@@ -70,6 +70,7 @@ def run(plan: Plan, stream: TextIO = sys.stderr) -> dict[str, Any]:
     next_sample = t_start + 1.0
     peak = 0
     peak_rss = 0
+    grace = stop_grace_s(max((p.connections for p in plan.plans), default=0))
     try:
         while True:
             try:
@@ -120,6 +121,7 @@ def run(plan: Plan, stream: TextIO = sys.stderr) -> dict[str, Any]:
                         "reconnects": agg.reconnects,
                         "client_rss_kb": agg.rss_kb,
                         "client_cpu_ms": agg.cpu_ms,
+                        "received": agg.received_total(),
                         "phase": phase,
                     }
                 )
@@ -129,12 +131,12 @@ def run(plan: Plan, stream: TextIO = sys.stderr) -> dict[str, Any]:
                 progress.line(
                     f"[{phase} {now - t_start:6.1f}s] held {agg.connected}/{plan.total}  "
                     f"attempts {agg.attempts}  failed {fails}  connect p50 {p50s}  "
-                    f"reconnects {agg.reconnects}  echo {agg.echo.count}  bcast rx {agg.fanout.count}"
+                    f"reconnects {agg.reconnects}  echo {agg.echo.count}  bcast rx {agg.received_total()}"
                 )
             if len(finals) == len(procs):
                 break
-            if phase == "stop" and t_stop is not None and now - t_stop > 60:
-                errors.setdefault(-1, "workers did not finish within 60 s of stop; terminated")
+            if phase == "stop" and t_stop is not None and now - t_stop > grace:
+                errors.setdefault(-1, f"workers did not finish within {grace:.0f} s of stop; terminated")
                 break
     finally:
         stop.set()
@@ -165,7 +167,57 @@ def run(plan: Plan, stream: TextIO = sys.stderr) -> dict[str, Any]:
         (t_stop or t_end) - (t_ramped or t_end),
         peak,
         peak_rss,
+        grace,
     )
+
+
+def _per_broadcast(total: WorkerStats) -> list[dict[str, Any]]:
+    rows = []
+    for seq in sorted(set(total.broadcast_received) | set(total.fanout_by_seq)):
+        h = total.fanout_by_seq.get(seq)
+        lat = _ms(h.summary()) if h is not None else {}
+        rows.append({"seq": seq, "clients": total.broadcast_received.get(seq, 0),
+                     **{q: lat.get(q) for q in ("p50", "p90", "p95", "p99", "max")}})  # fmt: skip
+    return rows
+
+
+def _pings(total: WorkerStats, held: int) -> dict[str, Any]:
+    """"Held with pings running": of the clients held at the end, how many heard a ping during
+    the hold, and the fewest / median pings per held client."""
+    counts = sorted(total.pings_held.items())
+    n = sum(c for _, c in counts)
+    median = None
+    seen = 0
+    for pings, c in counts:
+        seen += c
+        if seen * 2 >= n:
+            median = pings
+            break
+    return {
+        "ping_interval_s": total.ping_interval_s or None,
+        "ping_timeout_s": total.ping_timeout_s or None,
+        "held_clients": n,
+        "held_with_pings": sum(c for p, c in counts if p >= 1),
+        "min_per_client": counts[0][0] if counts else None,
+        "median_per_client": median,
+        "dead_peer_drops": total.dead_peers,
+    }
+
+
+def _cpu_per_message(timeline: list[dict[str, Any]]) -> dict[str, Any]:
+    """Workers' CPU-seconds over the hold (first to last hold sample) per broadcast message
+    received in that window: pings and timers included, so an upper bound."""
+    hold = [s for s in timeline if s.get("phase") == "hold" and "received" in s]
+    if len(hold) < 2:
+        return {"window_s": None, "cpu_s": None, "received": 0, "us_per_received_message": None}
+    cpu = (hold[-1]["client_cpu_ms"] - hold[0]["client_cpu_ms"]) / 1000
+    got = hold[-1]["received"] - hold[0]["received"]
+    return {
+        "window_s": round(hold[-1]["t"] - hold[0]["t"], 1),
+        "cpu_s": round(cpu, 3),
+        "received": got,
+        "us_per_received_message": round(cpu / got * 1e6, 1) if got else None,
+    }
 
 
 def build_report(
@@ -179,8 +231,9 @@ def build_report(
     hold_s: float,
     peak: int,
     peak_rss_kb: int = 0,
+    stop_grace_s: float | None = None,
 ) -> dict[str, Any]:
-    per_seq = sorted(total.broadcast_received.items())
+    fanout = total.fanout_pooled()
     return {
         "tool": "siokit load",
         "started_at": wall_start,
@@ -197,6 +250,7 @@ def build_report(
             "echo_every": plan.plans[0].echo_every if plan.plans else None,
             "broadcast_every": plan.plans[0].broadcast_every if plan.plans else None,
             "nofile_hard": plan.nofile_hard,
+            "stop_grace_s": stop_grace_s,
         },
         "duration": {"ramp_s": round(ramp_s, 3), "hold_s": round(hold_s, 3)},
         "connections": {
@@ -218,24 +272,27 @@ def build_report(
             "rss_kb_per_connection": round(total.rss_kb / total.connected, 2) if total.connected else None,
             # CPU seconds of all workers until the end of the hold; compare with wall time x cores
             "cpu_s": round(total.cpu_ms / 1000, 2),
+            "hold": _cpu_per_message(timeline),
         },
+        "pings": _pings(total, total.connected),
         "failures": dict(total.failures),
         "latency_ms": {
             "connect": _ms(total.connect.summary()),
             "echo": _ms(total.echo.summary()),
-            "broadcast_fanout": _ms(total.fanout.summary()),
+            "broadcast_fanout": _ms(fanout.summary()),
         },
         "echo": {"sent": total.echo_sent, "answered": total.echo.count, "timeouts": total.echo_timeouts},
         "broadcast": {
             "sent": total.broadcasts_sent,
-            "received_total": total.fanout.count,
-            "per_broadcast": [{"seq": s, "clients": n} for s, n in per_seq],
+            "received_total": fanout.count,
+            # fan-out latency (ms) of each broadcast, from its own histogram
+            "per_broadcast": _per_broadcast(total),
         },
         "timeline": timeline,
         "histograms": {
             "connect": total.connect.to_dict(),
             "echo": total.echo.to_dict(),
-            "broadcast_fanout": total.fanout.to_dict(),
+            "broadcast_fanout": fanout.to_dict(),
         },
         "errors": {str(k): v for k, v in errors.items()},
         "interrupted": interrupted,

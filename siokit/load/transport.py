@@ -1,10 +1,10 @@
 """The two Engine.IO transports a virtual client can use, behind one small interface.
 
-``WebSocketConn`` rides on the ``websockets`` library (asyncio). Measured at 5,000 idle connections
-(docs/loadgen.md): websockets 11.4 KB of client RSS per connection (compression and library
-keepalive off), aiohttp 11.3 KB but a 4x slower ramp (29.5 s vs 6.7 s for 5,000), picows 31.2 KB.
-websockets is light enough and the best maintained, so the WebSocket layer is NOT hand-rolled;
-the Engine.IO/Socket.IO framing on top is (protocol.py).
+``WebSocketConn`` is a small RFC 6455 client on an asyncio Protocol (``WSProtocol``): it replaced
+the ``websockets`` library when the profile showed that library's per-message machinery to be most
+of the load generator's CPU per received broadcast (see ``WSProtocol``). The memory comparison of
+client libraries (websockets 11.4 KB per idle connection, aiohttp 11.3 KB, picows 31.2 KB) is in
+docs/loadgen.md.
 
 ``PollingConn`` is Engine.IO HTTP long-polling over ONE keep-alive TCP connection per client,
 written directly on asyncio streams (no extra dependency): requests are strictly sequential on that
@@ -16,13 +16,14 @@ too, at the price of send latency; real browsers open a second connection for PO
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import random
+import ssl
 import time
 from collections import deque
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
-
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
 
 from .protocol import EIO_OPEN, ProtocolError, join_payload, parse_handshake, split_payload
 
@@ -40,6 +41,7 @@ class HTTPStatusError(Exception):
 
 
 class Conn(Protocol):
+    def send_nowait(self, text: str) -> None: ...
     async def send(self, text: str) -> None: ...
     async def recv(self) -> str: ...
     async def close(self) -> None: ...
@@ -56,44 +58,269 @@ def engineio_url(url: str, transport: str, path: str = ENGINEIO_PATH) -> str:
     return f"{scheme}://{parts.netloc}{path}?EIO=4&transport={transport}"
 
 
-class WebSocketConn:
-    __slots__ = ("ws",)
+# RFC 6455 constants: the GUID that proves the server read our key, and the opcodes a client sees.
+_WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_OP_CONT, _OP_TEXT, _OP_BINARY, _OP_CLOSE, _OP_PING, _OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+MAX_MESSAGE = 1 << 20  # the Engine.IO maxPayload default; a larger message is a protocol error
+HANDSHAKE_MAX = 16 * 1024
 
-    def __init__(self, ws: ClientConnection) -> None:
-        self.ws = ws
+
+def _mask(payload: bytes) -> bytes:
+    """A client frame's payload must be masked (RFC 6455 5.3). The key need not be secret here:
+    a load generator against its own servers; getrandbits avoids a urandom syscall per frame."""
+    key = random.getrandbits(32).to_bytes(4, "big")
+    n = len(payload)
+    if not n:
+        return key
+    keys = (key * (n // 4 + 1))[:n]
+    return key + (int.from_bytes(payload, "big") ^ int.from_bytes(keys, "big")).to_bytes(n, "big")
+
+
+def encode_frame(payload: bytes, opcode: int = _OP_TEXT) -> bytes:
+    """One final, masked client frame."""
+    n = len(payload)
+    if n < 126:
+        head = bytes((0x80 | opcode, 0x80 | n))
+    elif n < 65536:
+        head = bytes((0x80 | opcode, 0x80 | 126)) + n.to_bytes(2, "big")
+    else:
+        head = bytes((0x80 | opcode, 0x80 | 127)) + n.to_bytes(8, "big")
+    return head + _mask(payload)
+
+
+class WSProtocol(asyncio.Protocol):
+    """A WebSocket client (RFC 6455, no extensions) as one asyncio Protocol per connection.
+
+    Why not the `websockets` library any more (it was the transport until the py-spy profile of
+    issue #9): receiving a broadcast through it cost the worker ~140 us of CPU per message on this
+    host (5,000 clients, a broadcast a second, Node server; bench/loadgen_cpu.py), and its frame
+    parser (a generator per frame), assembler, queue, future and task wake-up per message were
+    over half of the profile. Here a complete frame is decoded in ``data_received`` and handed to
+    ``handler`` synchronously (no coroutine wakes per message); ``recv()`` stays for the handshake
+    and for callers that do not set a handler. Figures before/after are in docs/loadgen.md.
+    """
+
+    __slots__ = (
+        "_buf", "_closing", "_drain", "_frag", "_key", "_request", "_status", "_waiter", "handler",
+        "inbox", "on_lost", "transport",
+    )  # fmt: skip
+
+    def __init__(self, request: bytes, key: bytes) -> None:
+        self._request = request
+        self._key = key
+        self._buf = b""
+        self._frag: bytearray | None = None
+        self._status: asyncio.Future[None] | None = None  # the opening handshake
+        self._waiter: asyncio.Future[None] | None = None
+        self._drain: asyncio.Future[None] | None = None
+        self._closing = False
+        self.transport: asyncio.Transport | None = None
+        self.inbox: deque[str] = deque()
+        self.handler: Any = None  # callable(text); set once the namespace is connected
+        self.on_lost: Any = None  # callable(); the connection is gone
+
+    # ------------------------------------------------------------ asyncio callbacks
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not an asyncio.Transport
+        self._status = asyncio.get_running_loop().create_future()
+        transport.write(self._request)
+
+    def data_received(self, data: bytes) -> None:
+        buf = self._buf + data if self._buf else data
+        status = self._status
+        if status is not None and not status.done():
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buf) > HANDSHAKE_MAX:
+                    self._fail(status, ProtocolError("handshake response too long"))
+                self._buf = buf
+                return
+            err = self._check_response(buf[:end])
+            if err is not None:
+                self._fail(status, err)
+                return
+            status.set_result(None)
+            buf = buf[end + 4 :]
+        pos, n = 0, len(buf)
+        while n - pos >= 2:
+            b0, b1 = buf[pos], buf[pos + 1]
+            length, head = b1 & 0x7F, 2
+            if length == 126:
+                if n - pos < 4:
+                    break
+                length, head = int.from_bytes(buf[pos + 2 : pos + 4], "big"), 4
+            elif length == 127:
+                if n - pos < 10:
+                    break
+                length, head = int.from_bytes(buf[pos + 2 : pos + 10], "big"), 10
+            if b1 & 0x80 or length > MAX_MESSAGE:  # servers never mask (RFC 6455 5.1)
+                self._abort()
+                return
+            end = pos + head + length
+            if end > n:
+                break
+            payload = buf[pos + head : end]
+            pos = end
+            op = b0 & 0x0F
+            if op in (_OP_TEXT, _OP_BINARY):
+                if b0 & 0x80:
+                    self._deliver(payload)
+                else:
+                    self._frag = bytearray(payload)
+            elif op == _OP_CONT and self._frag is not None:
+                self._frag += payload
+                if len(self._frag) > MAX_MESSAGE:
+                    self._abort()
+                    return
+                if b0 & 0x80:
+                    whole, self._frag = bytes(self._frag), None
+                    self._deliver(whole)
+            elif op == _OP_PING:
+                self._write(encode_frame(payload, _OP_PONG))
+            elif op == _OP_CLOSE:
+                if not self._closing:
+                    self._closing = True
+                    self._write(encode_frame(payload[:2], _OP_CLOSE))
+                if self.transport is not None:
+                    self.transport.close()
+                return
+        self._buf = buf[pos:] if pos < n else b""
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        status = self._status
+        if status is not None and not status.done():
+            status.set_exception(ConnClosed("closed during the websocket handshake"))
+        self._wake()
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+        if self.on_lost is not None:
+            cb, self.on_lost = self.on_lost, None
+            cb()
+
+    def pause_writing(self) -> None:
+        if self._drain is None or self._drain.done():
+            self._drain = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+
+    # ------------------------------------------------------------ helpers
+    def _check_response(self, head: bytes) -> Exception | None:
+        lines = head.split(b"\r\n")
+        try:
+            status = int(lines[0].split(b" ", 2)[1])
+        except (IndexError, ValueError):
+            return ProtocolError(f"bad HTTP status line {lines[0][:80]!r}")
+        if status != 101:
+            return HTTPStatusError(status)
+        accept = base64.b64encode(hashlib.sha1(self._key + _WS_GUID).digest())
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"sec-websocket-accept":
+                return None if value.strip() == accept else ProtocolError("bad Sec-WebSocket-Accept")
+        return ProtocolError("no Sec-WebSocket-Accept")
+
+    def _fail(self, status: asyncio.Future[None], exc: Exception) -> None:
+        status.set_exception(exc)
+        self._abort()
+
+    def _abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _deliver(self, payload: bytes) -> None:
+        text = payload.decode("utf-8", "replace")
+        if self.handler is not None:
+            self.handler(text)
+            return
+        self.inbox.append(text)
+        self._wake()
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None:
+            self._waiter = None
+            if not w.done():
+                w.set_result(None)
+
+    def _write(self, frame: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(frame)
+
+
+class WebSocketConn:
+    __slots__ = ("proto",)
+
+    def __init__(self, proto: WSProtocol) -> None:
+        self.proto = proto
 
     @classmethod
     async def open(cls, url: str, source_ip: str | None, timeout: float) -> WebSocketConn:
-        ws = await connect(
-            engineio_url(url, "websocket"),
-            local_addr=(source_ip, 0) if source_ip else None,
-            open_timeout=timeout,
-            compression=None,  # permessage-deflate costs ~tens of KB per socket
-            ping_interval=None,  # Engine.IO does its own ping/pong
-            close_timeout=2,
-            max_queue=4,
-            proxy=None,  # never route loopback load through $http_proxy
-            user_agent_header=None,
-        )
-        return cls(ws)
+        full = urlsplit(engineio_url(url, "websocket"))
+        secure = full.scheme == "wss"
+        host = full.hostname or "127.0.0.1"
+        port = full.port or (443 if secure else 80)
+        key = base64.b64encode(random.getrandbits(128).to_bytes(16, "big"))
+        request = (
+            f"GET {full.path}?{full.query} HTTP/1.1\r\nHost: {full.netloc}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key.decode()}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+        loop = asyncio.get_running_loop()
+
+        async def _open() -> WebSocketConn:
+            transport, proto = await loop.create_connection(
+                lambda: WSProtocol(request, key),
+                host,
+                port,
+                ssl=ssl.create_default_context() if secure else None,
+                local_addr=(source_ip, 0) if source_ip else None,
+            )
+            try:
+                assert proto._status is not None
+                await proto._status
+            except BaseException:  # timed out or cancelled mid-handshake: leave no socket behind
+                transport.abort()
+                raise
+            return cls(proto)
+
+        return await asyncio.wait_for(_open(), timeout)
+
+    def send_nowait(self, text: str) -> None:
+        p = self.proto
+        if p.transport is None or p._closing:
+            raise ConnClosed("closed")
+        p._write(encode_frame(text.encode()))
+
+    def abort(self) -> None:
+        self.proto._abort()
 
     async def send(self, text: str) -> None:
-        try:
-            await self.ws.send(text)
-        except ConnectionClosed as exc:
-            raise ConnClosed(str(exc)) from None
+        self.send_nowait(text)
+        drain = self.proto._drain
+        if drain is not None and not drain.done():
+            await drain
 
     async def recv(self) -> str:
-        try:
-            msg = await self.ws.recv()
-        except ConnectionClosed as exc:
-            raise ConnClosed(str(exc)) from None
-        if isinstance(msg, bytes):
-            return msg.decode("utf-8", "replace")
-        return msg
+        p = self.proto
+        while not p.inbox:
+            if p.transport is None:
+                raise ConnClosed("closed")
+            p._waiter = asyncio.get_running_loop().create_future()
+            await p._waiter
+        return p.inbox.popleft()
 
     async def close(self) -> None:
-        await self.ws.close()
+        """Close frame (1000), then drop TCP: the server need not answer for the load to end."""
+        p = self.proto
+        t = p.transport
+        if t is None:
+            return
+        if not p._closing:
+            p._closing = True
+            p._write(encode_frame((1000).to_bytes(2, "big"), _OP_CLOSE))
+        t.close()
 
 
 async def _read_http_response(reader: asyncio.StreamReader) -> tuple[int, str]:
@@ -209,10 +436,13 @@ class PollingConn:
         except (ConnectionError, asyncio.IncompleteReadError) as exc:
             raise ConnClosed(str(exc)) from None
 
-    async def send(self, text: str) -> None:
+    def send_nowait(self, text: str) -> None:
         if self._closed:
             raise ConnClosed("closed")
         self._outbox.append(text)
+
+    async def send(self, text: str) -> None:
+        self.send_nowait(text)
 
     async def recv(self) -> str:
         while not self._inbox:

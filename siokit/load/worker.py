@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import math
 import os
 import resource
 import time
 import traceback
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,7 +53,22 @@ class WorkerPlan:
 
 
 DRAIN_MAX = 3.0
-CLOSE_DEADLINE = 30.0  # the parent gives up on a worker 60 s after stop
+# Teardown bounds scale with the clients of a worker: a fixed 60 s let 160k clients over 11
+# workers overrun it (issue #9), and the report then said "ok": false for a run that held.
+CLOSE_BASE_S = 30.0
+CLOSE_PER_CLIENT_S = 0.002  # closes are a frame write + TCP close; 500/s leaves room for a busy host
+PARENT_SLACK_S = 30.0  # the final snapshot, process exit, a loaded host
+SWEEP_EVERY = 1.0  # dead-peer check over all clients; ~2 ms per 10k clients
+
+
+def close_deadline_s(connections: int) -> float:
+    """How long a worker may spend closing ``connections`` clients before it exits anyway."""
+    return CLOSE_BASE_S + CLOSE_PER_CLIENT_S * connections
+
+
+def stop_grace_s(connections_per_worker: int) -> float:
+    """How long the parent waits for the workers after stop: their close deadline plus slack."""
+    return close_deadline_s(connections_per_worker) + PARENT_SLACK_S
 
 
 class Worker:
@@ -86,6 +103,14 @@ class Worker:
             self.stats.rss_kb = process_rss_kb()
             self.stats.cpu_ms = process_cpu_ms()
             self._send("stats", self.stats.to_dict())
+
+    async def _sweep(self) -> None:
+        """Dead-peer detection for every client, once a second (no timer per client)."""
+        while True:
+            await asyncio.sleep(SWEEP_EVERY)
+            now = time.monotonic()
+            for c in self.clients:
+                c.check_alive(now)
 
     async def _ramp(self) -> None:
         p = self.plan
@@ -188,13 +213,14 @@ class Worker:
         # time: whatever is still open after CLOSE_DEADLINE goes away with the process
         closing = asyncio.gather(*(close_one(c) for c in self.clients))
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(closing, CLOSE_DEADLINE)
+            await asyncio.wait_for(closing, close_deadline_s(len(self.clients)))
         for t in self.tasks:
             t.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
 
     async def main(self) -> None:
         reporter = asyncio.get_running_loop().create_task(self._reporter())
+        sweeper = asyncio.get_running_loop().create_task(self._sweep())
         ramp = asyncio.get_running_loop().create_task(self._ramp())
         stopped = asyncio.ensure_future(self._wait_evt(self.stop_evt))
         await asyncio.wait([ramp, stopped], return_when=asyncio.FIRST_COMPLETED)
@@ -203,6 +229,12 @@ class Worker:
         self._send("ramped", None)
         await self._wait_evt(self.hold_evt)
         self.hold_started = time.monotonic()
+        for c in self.clients:  # "held with pings running" counts the pings of the hold only
+            c.pings = 0
+        # The clients live until the end: keep the cyclic GC from re-walking them (~20 objects
+        # each) on every full collection while messages arrive (docs/loadgen.md, CPU per message).
+        gc.collect()
+        gc.freeze()
         side = [asyncio.ensure_future(self._echo_loop()), asyncio.ensure_future(self._admin_loop())]
         await self._wait_evt(self.stop_evt)
         await asyncio.sleep(0.2)  # let the last broadcast arrive before tearing down
@@ -211,6 +243,8 @@ class Worker:
         await asyncio.gather(*side, return_exceptions=True)
         self.stats.rss_kb = process_rss_kb()
         self.stats.cpu_ms = process_cpu_ms()
+        sweeper.cancel()
+        self.stats.pings_held = Counter(c.pings for c in self.clients if c.ns_ok)
         final = self.stats.to_dict()  # gauges before teardown = connections held at the end
         await self._close_all()
         reporter.cancel()
@@ -227,12 +261,23 @@ def run_worker(plan: WorkerPlan, out: Any, hold: Any, stop: Any) -> None:
                 resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
         with contextlib.suppress(OSError):
             os.nice(0)
-        asyncio.run(Worker(plan, out, hold, stop).main())
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(Worker(plan, out, hold, stop).main())
     except KeyboardInterrupt:
         pass
     except BaseException:
         out.put(("error", plan.worker_id, traceback.format_exc()))
         raise
+
+
+def _loop_factory() -> Any:
+    """uvloop when installed (a pinned dependency): its C socket transports cut the per-message
+    read overhead that asyncio's selector loop spends in Python (docs/loadgen.md)."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 def split_evenly(total: int, parts: int) -> list[int]:

@@ -27,6 +27,9 @@ class FakeConn:
         self.sent: list[str] = []
         self.closed = False
 
+    def send_nowait(self, text: str) -> None:
+        self.sent.append(text)
+
     async def send(self, text: str) -> None:
         self.sent.append(text)
         if text.startswith("42") and "echo" in text:  # server acks echo immediately
@@ -74,7 +77,7 @@ def test_connects_explicitly_answers_pings_and_measures(monkeypatch: pytest.Monk
     assert conn.sent.count("3") == 3  # every ping answered, also during the handshake
     assert st.connect.count == 1 and st.established == 1
     assert st.broadcast_received == {1: 1}
-    assert st.fanout.count == 1 and st.fanout.max < 5
+    assert st.fanout_by_seq[1].count == 1 and st.fanout_by_seq[1].max < 5
     assert st.echo.count == 1 and st.echo_sent == 1
     assert st.drops == 1 and st.connected == 0  # the script ended: a drop, not a failure
     assert st.failures == {}
