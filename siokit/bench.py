@@ -80,7 +80,9 @@ def compare_counts(report: dict[str, Any], samples: list[dict[str, Any]]) -> dic
         vals = list(sample["counts"].values())
         return None if any(v is None for v in vals) else sum(vals)
 
-    complete = [(s["t"], total(s), s["counts"]) for s in samples if total(s) is not None]
+    complete: list[tuple[float, int, Any]] = [
+        (s["t"], t, s["counts"]) for s in samples if (t := total(s)) is not None
+    ]
     # the load generator starts a moment after the bench's clock: samples up to ramp + hold lie in the hold
     in_run = [c for c in complete if c[0] <= hold_end]
     client_peak = int(report["connections"]["peak_held"])

@@ -123,7 +123,7 @@ class WSProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not an asyncio.Transport
         self._status = asyncio.get_running_loop().create_future()
-        transport.write(self._request)
+        transport.write(self._request)  # type: ignore[attr-defined]  # a write transport, as above
 
     def data_received(self, data: bytes) -> None:
         buf = self._buf + data if self._buf else data
