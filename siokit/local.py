@@ -37,6 +37,10 @@ class LocalStack:
     instances: int = 2
     balance: str = "ip_hash"
     sockets: int = 2000
+    # nginx's per-address limits skip these (the loopback load tests bind 127.0.0.x).
+    limit_exempt: list[str] = field(default_factory=lambda: ["127.0.0.0/8"])
+    # Any other template variable, applied last (tests: e.g. a small nginx limit).
+    overrides: dict[str, Any] = field(default_factory=dict)
     redis_port: int = 0
     app_ports: list[int] = field(default_factory=list)
     redis_password: str = ""
@@ -93,6 +97,8 @@ class LocalStack:
             "nginx_listen": f"127.0.0.1:{self.port}",
             "nginx_status_listen": f"127.0.0.1:{self.port + 1}",
             "nginx_balance": self.balance,
+            # The loopback load tests come from 127.0.0.x: the kit's own load generator is exempt.
+            "nginx_limit_exempt": list(self.limit_exempt),
             "nginx_upstream_servers": [f"127.0.0.1:{p}" for p in self.app_ports],
             "app_base_port": self.app_ports[0],
             "app_bind_address": "127.0.0.1",
@@ -108,6 +114,7 @@ class LocalStack:
             "redis_dir": str(s / "redis"),
             "redis_pidfile": str(s / "redis.pid"),
             "redis_logfile": str(s / "redis.log"),
+            **self.overrides,
         }
 
 
