@@ -15,6 +15,7 @@ from app.events.chat import ChatNamespace
 from app.guard import OversizePostGuard
 from app.http import register_routes
 from app.metrics import Metrics
+from app.ratelimit import EventRateLimiter
 from app.room_index import client_manager
 from app.rooms import PayloadError, error
 from app.state import AppState
@@ -40,7 +41,8 @@ def create_app(config: Config | None = None, async_mode: str | None = None) -> F
         manage_session=False,
     )
     metrics = Metrics(config.instance_id, socketio.server.eio.async_mode, _driver_name())
-    state = AppState(config=config, metrics=metrics, socketio=socketio)
+    limiter = EventRateLimiter(config.event_rate, config.event_burst, config.event_drop_limit)
+    state = AppState(config=config, metrics=metrics, socketio=socketio, limiter=limiter)
     app.extensions["siokit"] = state
 
     socketio.on_namespace(ChatNamespace("/", state))
