@@ -31,6 +31,7 @@ class _Bucket:
     updated: float
     window_start: float
     drops: int = 0
+    cut: bool = False  # disconnected: events still queued from it are dropped, not cut off again
 
 
 class EventRateLimiter:
@@ -46,6 +47,7 @@ class EventRateLimiter:
             raise ValueError("rate, burst, drop_limit and window must be positive")
         self.rate, self.burst, self.drop_limit, self.window, self.clock = rate, burst, drop_limit, window, clock
         self._buckets: dict[str, _Bucket] = {}
+        self._cut_until: dict[str, float] = {}  # cut-off sockets already gone: key -> purge time
 
     def check(self, key: str) -> Verdict:
         now = self.clock()
@@ -57,13 +59,32 @@ class EventRateLimiter:
         if b.tokens >= 1.0:
             b.tokens -= 1.0
             return Verdict.ALLOW
+        if b.cut:
+            return Verdict.DROP
         if now - b.window_start >= self.window:
             b.window_start, b.drops = now, 0
         b.drops += 1
-        return Verdict.DISCONNECT if b.drops > self.drop_limit else Verdict.DROP
+        if b.drops > self.drop_limit:
+            b.cut = True
+            return Verdict.DISCONNECT
+        return Verdict.DROP
 
     def forget(self, key: str) -> None:
-        self._buckets.pop(key, None)
+        """Drop a socket's bucket when it disconnects. A cut-off socket's bucket stays for one
+        window more: frames it sent before the cut are still dispatched after its disconnect, and a
+        fresh bucket would let them through (seen under uWSGI: a second cut of the same socket)."""
+        now = self.clock()
+        for k, until in list(self._cut_until.items()):
+            if until <= now:
+                del self._cut_until[k]
+                self._buckets.pop(k, None)
+        b = self._buckets.get(key)
+        if b is None:
+            return
+        if b.cut:
+            self._cut_until.setdefault(key, now + self.window)
+        else:
+            del self._buckets[key]
 
     def __len__(self) -> int:
         return len(self._buckets)

@@ -35,16 +35,20 @@ def test_bucket_allows_the_burst_then_the_rate() -> None:
 def test_far_over_the_limit_disconnects_and_the_window_resets() -> None:
     clock = Clock()
     lim = EventRateLimiter(rate=1, burst=1, drop_limit=3, window=10, clock=clock)
-    verdicts = [lim.check("a") for _ in range(5)]
-    assert verdicts == [Verdict.ALLOW, Verdict.DROP, Verdict.DROP, Verdict.DROP, Verdict.DISCONNECT]
-    lim.forget("a")
-    assert len(lim) == 0
-    assert lim.check("a") is Verdict.ALLOW
-    for _ in range(3):
-        assert lim.check("a") is Verdict.DROP
-    clock.now += 10.5  # a new window (and 10 tokens, capped at the burst of 1)
-    assert lim.check("a") is Verdict.ALLOW
+    verdicts = [lim.check("a") for _ in range(6)]
+    # once: the events still queued from a cut-off socket are dropped, not cut off again
+    assert verdicts == [Verdict.ALLOW, Verdict.DROP, Verdict.DROP, Verdict.DROP, Verdict.DISCONNECT, Verdict.DROP]
+    lim.forget("a")  # its disconnect: frames it sent before are still dropped for one window
     assert lim.check("a") is Verdict.DROP
+    clock.now += 10.5
+    lim.forget("b")  # the next disconnect purges it
+    assert len(lim) == 0
+    assert lim.check("c") is Verdict.ALLOW
+    for _ in range(3):
+        assert lim.check("c") is Verdict.DROP
+    clock.now += 10.5  # a new window (and 10 tokens, capped at the burst of 1)
+    assert lim.check("c") is Verdict.ALLOW
+    assert lim.check("c") is Verdict.DROP
 
 
 @pytest.mark.parametrize("kwargs", [{"rate": 0}, {"burst": 0}, {"drop_limit": 0}, {"window": 0}])
