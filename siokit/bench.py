@@ -242,6 +242,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="stop the load (SIGINT, clean ramp-down) when MemAvailable falls below this")
     args, load_args = ap.parse_known_args(argv)
     out = Path(args.out)
+    if args.target == "cluster":
+        from siokit.drills.cluster import ClusterMissing, require_cluster
+
+        try:
+            require_cluster("make bench")
+        except ClusterMissing as exc:
+            print(exc, file=sys.stderr)
+            return 2
     target = loopback_target(args, out) if args.target == "loopback" else cluster_target(args, out)
     try:
         bench = run(target, ["--connections", str(args.connections), *load_args], out,
