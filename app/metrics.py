@@ -44,6 +44,12 @@ class Metrics:
             ["namespace"],
             registry=self.registry,
         )
+        self.bad_input = Counter(
+            "siokit_bad_input",
+            "Bad client input seen by python-engineio/socketio, per kind (app/badinput.py)",
+            ["kind"],
+            registry=self.registry,
+        )
         self.info = Info("siokit_instance", "Identity of this app instance", registry=self.registry)
         self.info.info(
             {"instance_id": instance_id, "async_mode": async_mode, "websocket_driver": websocket_driver}
