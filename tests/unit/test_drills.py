@@ -131,6 +131,8 @@ def test_others_dropped_ignores_the_victim() -> None:
         ]
     )
     assert _others_dropped(s, "app1:8001", 1.0, 5.0) == 10
+    s.rows.append((6.0, {"app1:8001": 500, "app1:8002": None, "app2:8001": None}))
+    assert _others_dropped(s, "app1:8001", 1.0, 7.0) == 10  # no answer is not a drop
     assert s.host_total(s.rows[2][1], "app1") == 700
 
 
@@ -168,3 +170,5 @@ def test_markdown_lists_results_and_the_drills_not_done() -> None:
     assert "FAIL: handshake_failures == 0 (got 2)" in table
     for n in NOT_DONE:
         assert f"| {n} |" in table
+    unmeasured = markdown([{"drill": 2, "title": "redis", "error": "ramped to 1512 of 3000", "passed": False}])
+    assert "| 2 | redis | | | | | | NOT MEASURED: ramped to 1512 of 3000 |" in unmeasured
