@@ -17,7 +17,7 @@ HOLD ?= 300
 BENCH_TARGET ?= cluster
 BENCH_ARGS ?= --broadcast-every 60 --echo-rate 20
 
-.PHONY: help deps venv static lint unit integration check test up down verify doctor bench \
+.PHONY: help deps venv static lint unit integration check test up down verify doctor bench drills \
 	local-up local-down image cluster-test converge-test wheelhouse clean
 
 help:
@@ -28,6 +28,7 @@ help:
 	@echo "make doctor   siokit doctor against the running local cluster"
 	@echo "make down     remove the local cluster / loopback stack"
 	@echo "make bench    load benchmark (CONNECTIONS=$(CONNECTIONS)); results in BENCHMARKS.md"
+	@echo "make drills   fault drills on the local cluster under load; results in RELIABILITY.md"
 	@echo "make local-up the loopback stack (Redis, uWSGI x2, nginx on 127.0.0.1:8080), no containers"
 
 $(STATE)/deps.stamp: scripts/deps.sh
@@ -120,6 +121,13 @@ test:
 # broadcast, ramp down; per-component memory and CPU. BENCH_TARGET=loopback runs without containers.
 bench: venv static
 	$(BIN)/python -m siokit.cli bench --target $(BENCH_TARGET) --connections $(CONNECTIONS) --hold $(HOLD) $(BENCH_ARGS)
+
+# Fault drills against the local cluster (`make up` first) while `siokit load` holds DRILL_CONNECTIONS
+# sockets: DRILLS=host-loss,kill9,redis,reload (default all). JSON + Markdown under reports/.
+DRILL_CONNECTIONS ?= 3000
+DRILLS ?=
+drills: venv
+	$(BIN)/python -m siokit.drills --connections $(DRILL_CONNECTIONS) $(if $(DRILLS),--only $(DRILLS))
 
 clean:
 	rm -rf $(STATE) node_modules app/static/vendor

@@ -5,6 +5,7 @@ Stdlib only: app.wsgi reads it before gevent's monkey-patching has finished impo
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 from collections.abc import Mapping
@@ -33,6 +34,12 @@ class Config:
     async_mode: str | None = None
     # "stock" keeps python-engineio's polling uWSGI driver, for A/B measurements only.
     websocket_driver: str = "event"
+    # Client events per socket (app/ratelimit.py): a steady rate, a burst, and the drops within
+    # 10 s after which the socket is cut off. A person chats far below 10/s; the load generator's
+    # echoes are spread over all its clients.
+    event_rate: float = 10.0
+    event_burst: int = 20
+    event_drop_limit: int = 100
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -57,6 +64,12 @@ class Config:
             kwargs["async_mode"] = _choice("SIOKIT_ASYNC_MODE", v, ASYNC_MODES)
         if (v := _get(env, "SIOKIT_WEBSOCKET_DRIVER")) is not None:
             kwargs["websocket_driver"] = _choice("SIOKIT_WEBSOCKET_DRIVER", v, WEBSOCKET_DRIVERS)
+        if (v := _get(env, "SIOKIT_EVENT_RATE")) is not None:
+            kwargs["event_rate"] = _positive_float("SIOKIT_EVENT_RATE", v)
+        if (v := _get(env, "SIOKIT_EVENT_BURST")) is not None:
+            kwargs["event_burst"] = _positive_int("SIOKIT_EVENT_BURST", v)
+        if (v := _get(env, "SIOKIT_EVENT_DROP_LIMIT")) is not None:
+            kwargs["event_drop_limit"] = _positive_int("SIOKIT_EVENT_DROP_LIMIT", v)
         return cls(**kwargs)  # type: ignore[arg-type]
 
 
@@ -66,6 +79,16 @@ def _get(env: Mapping[str, str], name: str) -> str | None:
     if value is None or value.strip() == "":
         return None
     return value.strip()
+
+
+def _positive_float(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a positive number, got {raw!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{name} must be a positive number, got {raw!r}")
+    return value
 
 
 def _positive_int(name: str, raw: str) -> int:

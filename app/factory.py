@@ -8,13 +8,16 @@ from typing import Any
 from flask import Flask, request
 from flask_socketio import SocketIO
 
+from app.badinput import BadInputLogger
 from app.config import Config
 from app.events.admin import AdminNamespace
 from app.events.anonymous import AnonymousNamespace
 from app.events.chat import ChatNamespace
 from app.guard import OversizePostGuard
 from app.http import register_routes
+from app.logthrottle import ThrottledLog
 from app.metrics import Metrics
+from app.ratelimit import EventRateLimiter
 from app.room_index import client_manager
 from app.rooms import PayloadError, error
 from app.state import AppState
@@ -27,6 +30,8 @@ def create_app(config: Config | None = None, async_mode: str | None = None) -> F
     config = Config.from_env() if config is None else config
     mode = async_mode or config.async_mode
     app = Flask(__name__)
+    metrics = Metrics(config.instance_id, mode or "auto", _driver_name())
+    throttled = ThrottledLog(logging.getLogger("app.badinput"))
     socketio = SocketIO(
         app,
         async_mode=mode,
@@ -38,9 +43,16 @@ def create_app(config: Config | None = None, async_mode: str | None = None) -> F
         max_http_buffer_size=config.max_message_bytes,
         # The app keeps no state in the Flask session; skipping the per-socket copy saves memory.
         manage_session=False,
+        # Bad input counted per kind and logged once per interval, not a traceback per packet.
+        logger=BadInputLogger("socketio.server", metrics.bad_input, throttled),
+        engineio_logger=BadInputLogger("engineio.server", metrics.bad_input, throttled),
     )
-    metrics = Metrics(config.instance_id, socketio.server.eio.async_mode, _driver_name())
-    state = AppState(config=config, metrics=metrics, socketio=socketio)
+    metrics.info.info(
+        {"instance_id": config.instance_id, "async_mode": socketio.server.eio.async_mode,
+         "websocket_driver": _driver_name()}
+    )
+    limiter = EventRateLimiter(config.event_rate, config.event_burst, config.event_drop_limit)
+    state = AppState(config=config, metrics=metrics, socketio=socketio, limiter=limiter)
     app.extensions["siokit"] = state
 
     socketio.on_namespace(ChatNamespace("/", state))

@@ -32,6 +32,24 @@ class Metrics:
             ["namespace"],
             registry=self.registry,
         )
+        self.rate_limited = Counter(
+            "siokit_events_rate_limited",
+            "Client events dropped by the per-socket rate limit",
+            ["namespace"],
+            registry=self.registry,
+        )
+        self.rate_limit_disconnects = Counter(
+            "siokit_rate_limit_disconnects",
+            "Sockets cut off for staying far over the per-socket event rate",
+            ["namespace"],
+            registry=self.registry,
+        )
+        self.bad_input = Counter(
+            "siokit_bad_input",
+            "Bad client input seen by python-engineio/socketio, per kind (app/badinput.py)",
+            ["kind"],
+            registry=self.registry,
+        )
         self.info = Info("siokit_instance", "Identity of this app instance", registry=self.registry)
         self.info.info(
             {"instance_id": instance_id, "async_mode": async_mode, "websocket_driver": websocket_driver}

@@ -10,6 +10,9 @@
 #                               idempotence, verify, destroy
 #   scripts/cluster.sh status   containers, systemd state and lb health
 #   scripts/cluster.sh converge re-run ansible/site.yml on the running cluster
+#   scripts/cluster.sh require WHAT   exit 2 with one line naming `make up` unless all five run
+#   scripts/cluster.sh reconcile      short of five running containers: remove what is left and
+#                               Molecule's state for this checkout (`up` does this first)
 #
 # Environment: SIOKIT_IMAGE (bring your own base image), SIOKIT_LB_HTTP_PORT (default 8080, bound to
 # 127.0.0.1 only), MOLECULE (default .venv/bin/molecule), SIOKIT_STATE_DIR (default .siokit).
@@ -29,6 +32,9 @@ export DOCKER_API_VERSION="${DOCKER_API_VERSION:-1.41}"
 # client before any newer one in /usr/local/bin (the connection plugin and testinfra call `docker`).
 export PATH="$ROOT/.venv/bin:/usr/bin:/usr/sbin:$PATH"
 MOLECULE="${MOLECULE:-$ROOT/.venv/bin/molecule}"
+# Molecule's state (created/converged, generated inventory) in this checkout's state dir, where
+# `reconcile` can find it, instead of a checksum-named directory under ~/.cache.
+export MOLECULE_EPHEMERAL_DIRECTORY="${MOLECULE_EPHEMERAL_DIRECTORY:-$SIOKIT_STATE_DIR/molecule/$SCENARIO}"
 LB_URL="http://127.0.0.1:${SIOKIT_LB_HTTP_PORT}"
 TIMINGS="$SIOKIT_STATE_DIR/cluster-timings.log"
 
@@ -84,21 +90,65 @@ leftovers() {
     return $found
 }
 
+# not_running: the cluster's containers that are not running (all of them when no daemon answers).
+not_running() {
+    local c names
+    names="$("$DOCKER" ps --format '{{.Names}}' 2>/dev/null)" || { echo "${HOSTS[*]}"; return; }
+    for c in "${HOSTS[@]}"; do
+        grep -qx -- "$c" <<<"$names" || printf '%s ' "$c"
+    done
+}
+
+# require_running WHAT: one line naming `make up` when the cluster is not there, never a traceback.
+require_running() {
+    local missing
+    if ! "$DOCKER" info >/dev/null 2>&1; then
+        printf '%s: no Docker daemon answers, so no local cluster: run `make up` first\n' "$1" >&2; exit 2
+    fi
+    missing="$(not_running)"
+    if [ -n "$missing" ]; then
+        printf '%s: the local cluster is not running (%s missing): run `make up` first\n' "$1" "${missing% }" >&2
+        exit 2
+    fi
+}
+
+# Molecule keeps its state per checkout (MOLECULE_EPHEMERAL_DIRECTORY), the containers are shared
+# by name: a cluster replaced from another checkout, removed by hand, or stopped by a daemon
+# restart leaves a state that says "created" over containers that are gone or stopped, and converge
+# then fails with "No such container". Anything short of five running containers is rebuilt.
+reconcile() {
+    local missing present=() c
+    missing="$(not_running)"
+    [ -z "$missing" ] && return 0
+    for c in "${HOSTS[@]}"; do
+        "$DOCKER" container inspect "$c" >/dev/null 2>&1 && present+=("$c")
+    done
+    log "stale cluster: not running: ${missing% }; removing ${present[*]:-nothing} and Molecule's state"
+    if [ ${#present[@]} -gt 0 ]; then
+        "$DOCKER" rm -f "${present[@]}" >/dev/null
+    fi
+    "$DOCKER" network rm "$NETWORK" >/dev/null 2>&1 || true
+    rm -rf "$MOLECULE_EPHEMERAL_DIRECTORY"
+}
+
 cmd="${1:-}"
 shift || true
 case "$cmd" in
     up)
         prerequisites
+        reconcile
         step create "$MOLECULE" create -s "$SCENARIO"
         step converge "$MOLECULE" converge -s "$SCENARIO" -- "$@"
         log "cluster is up: open $LB_URL/ in a browser on this host (lb:80 published on 127.0.0.1 only)"
         health
         ;;
     converge)
+        require_running "scripts/cluster.sh converge"
         step converge "$MOLECULE" converge -s "$SCENARIO" -- "$@"
         health
         ;;
     verify)
+        require_running "make verify"
         step verify "$MOLECULE" verify -s "$SCENARIO"
         ;;
     down)
@@ -132,8 +182,14 @@ case "$cmd" in
         done
         health || true
         ;;
+    require)
+        require_running "${1:-the local cluster}"
+        ;;
+    reconcile)
+        reconcile
+        ;;
     *)
-        sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
         [ -z "$cmd" ] || [ "$cmd" = "-h" ] || [ "$cmd" = "--help" ] || exit 2
         ;;
 esac

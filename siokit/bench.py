@@ -377,6 +377,14 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(str(exc))
         args.connections = args.max or args.connections  # size the stack for the last step
     out = Path(args.out)
+    if args.target == "cluster":
+        from siokit.drills.cluster import ClusterMissing, require_cluster
+
+        try:
+            require_cluster("make bench")
+        except ClusterMissing as exc:
+            print(exc, file=sys.stderr)
+            return 2
     target = loopback_target(args, out) if args.target == "loopback" else cluster_target(args, out)
     key = "container" if args.by_container else "component"
     try:

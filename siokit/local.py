@@ -38,13 +38,15 @@ class LocalStack:
     instances: int = 2
     balance: str = "ip_hash"
     sockets: int = 2000
+    # nginx's per-address limits skip these (the loopback load tests bind 127.0.0.x).
+    limit_exempt: list[str] = field(default_factory=lambda: ["127.0.0.0/8"])
+    # Any other template variable, applied last (tests: TLS, monitoring networks, a small nginx limit).
+    overrides: dict[str, Any] = field(default_factory=dict)
     redis_port: int = 0
     app_ports: list[int] = field(default_factory=list)
     redis_password: str = ""
     admin_secret: str = ""
     pids: dict[str, int] = field(default_factory=dict)
-    # Template variables on top of the loopback ones (tests: TLS, monitoring networks, ...).
-    extra_vars: dict[str, Any] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -96,6 +98,8 @@ class LocalStack:
             "nginx_listen": f"127.0.0.1:{self.port}",
             "nginx_status_listen": f"127.0.0.1:{self.port + 1}",
             "nginx_balance": self.balance,
+            # The loopback load tests come from 127.0.0.x: the kit's own load generator is exempt.
+            "nginx_limit_exempt": list(self.limit_exempt),
             "nginx_upstream_servers": [f"127.0.0.1:{p}" for p in self.app_ports],
             "app_base_port": self.app_ports[0],
             "app_bind_address": "127.0.0.1",
@@ -113,7 +117,7 @@ class LocalStack:
             "redis_logfile": str(s / "redis.log"),
             "siokit_host_address": "127.0.0.1",
             "nginx_server_name": "127.0.0.1 localhost",
-            **self.extra_vars,
+            **self.overrides,
         }
 
 

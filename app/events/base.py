@@ -9,6 +9,7 @@ from typing import Any
 from flask import request
 from flask_socketio import Namespace
 
+from app.ratelimit import Verdict
 from app.rooms import error
 from app.state import AppState
 
@@ -28,11 +29,47 @@ class SiokitNamespace(Namespace):
         if event in ("connect", "disconnect") and self._is_spoofed(event, args):
             log.warning("ignored client-sent reserved event %r on %s", event, self.namespace)
             return error(f"'{event}' is a reserved event")
+        if event not in ("connect", "disconnect") and args and isinstance(args[0], str):
+            limited = self._rate_limited(args[0])
+            if limited is not None:
+                return limited
         known = hasattr(self, "on_" + (event or ""))
         self.state.metrics.events.labels(namespace=self.namespace, event=event if known else "_unknown").inc()
         if not known:
             return error(f"unknown event {str(event)[:64]!r}")
         return super().trigger_event(event, *args)
+
+    def _rate_limited(self, sid: str) -> dict[str, Any] | None:
+        """None when the event may run; else the error ack (and the socket may be cut off)."""
+        limiter = self.state.limiter
+        if limiter is None:
+            return None
+        verdict = limiter.check(f"{self.namespace} {sid}")
+        if verdict is Verdict.ALLOW:
+            return None
+        self.state.metrics.rate_limited.labels(namespace=self.namespace).inc()
+        if verdict is Verdict.DISCONNECT:
+            self.state.metrics.rate_limit_disconnects.labels(namespace=self.namespace).inc()
+            self.state.throttled_log.warning(
+                "rate-limit-disconnect", "cut off socket %s on %s: over %d dropped events in 10 s",
+                sid, self.namespace, limiter.drop_limit,
+            )
+            self._cut_off(sid)
+        else:
+            self.state.throttled_log.warning(
+                "rate-limited", "dropped events over %g/s (burst %d) from socket %s on %s",
+                limiter.rate, limiter.burst, sid, self.namespace,
+            )
+        return error("rate limited: too many events")
+
+    def _cut_off(self, sid: str) -> None:
+        # The whole Engine.IO connection, not only the namespace: the client could rejoin it at once.
+        server = self.state.socketio.server
+        eio_sid = server.manager.eio_sid_from_sid(sid, self.namespace)
+        if eio_sid is not None and eio_sid in server.eio.sockets:
+            server.eio.disconnect(eio_sid)
+        else:  # no Engine.IO socket (Flask-SocketIO's test client): the namespace alone
+            server.disconnect(sid, namespace=self.namespace)
 
     def _is_spoofed(self, event: str, args: tuple[Any, ...]) -> bool:
         if not args or not isinstance(args[0], str):
@@ -61,6 +98,8 @@ class SiokitNamespace(Namespace):
 
     def forget(self) -> None:
         self.state.nicknames.pop((self.namespace, self.sid), None)
+        if self.state.limiter is not None:
+            self.state.limiter.forget(f"{self.namespace} {self.sid}")
         self.state.metrics.socket_disconnected(self.namespace)
 
     def stamp(self) -> dict[str, Any]:

@@ -169,7 +169,7 @@ def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalStac
         "nginx_monitoring_cidrs": ["127.0.0.2/32"],
     }
     stack = LocalStack(state_dir=tmp, port=port, instances=2, balance="ip_hash", sockets=2000,
-                       redis_password=REDIS_PASSWORD, extra_vars=extra)
+                       redis_password=REDIS_PASSWORD, overrides=extra)
     try:
         local.up(stack)
     except Exception:
@@ -248,7 +248,7 @@ def test_the_tls_check_sees_a_weak_configuration(tmp_path: Path) -> None:
     port, tls_port = ports_with_tls()
     weak = {**tls_vars(crt, key, tls_port), "nginx_tls_protocols": "TLSv1 TLSv1.1 TLSv1.2",
             "nginx_tls_ciphers": "ALL:@SECLEVEL=0"}
-    stack = LocalStack(state_dir=tmp_path, port=port, app_ports=[port + 2], extra_vars=weak)
+    stack = LocalStack(state_dir=tmp_path, port=port, app_ports=[port + 2], overrides=weak)
     (tmp_path / "nginx-tmp").mkdir()
     render_all(stack.variables(), stack.rendered)
     subprocess.run(local._nginx_cmd(stack), check=True, capture_output=True)

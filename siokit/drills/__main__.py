@@ -1,0 +1,5 @@
+import sys
+
+from siokit.drills.runner import main
+
+sys.exit(main())
