@@ -58,6 +58,18 @@ MEMORY_BUDGET = 0.9
 # Engine.IO default ping interval; the planner raises it when pings would eat the CPU budget.
 DEFAULT_PING_INTERVAL = 25
 DEFAULT_PORT_RANGE = (1024, 65535)
+# Sysctls that are limits: the tuning role never lowers one the host already has higher (a VM's
+# fs.file-max is often far above the plan's), and tests/infra accept a higher value for them.
+RAISE_ONLY_SYSCTLS = frozenset(
+    {
+        "fs.file-max",
+        "fs.nr_open",
+        "net.core.somaxconn",
+        "net.core.netdev_max_backlog",
+        "net.ipv4.tcp_max_syn_backlog",
+        "net.netfilter.nf_conntrack_max",
+    }
+)
 DEFAULT_LISTEN_BACKLOG = 4096
 
 

@@ -24,14 +24,7 @@ from ansible.errors import AnsibleFilterError  # noqa: E402
 from siokit import planner  # noqa: E402
 
 # Sysctls that are limits: never lower one the host already has higher.
-_RAISE_ONLY = {
-    "fs.file-max",
-    "fs.nr_open",
-    "net.core.somaxconn",
-    "net.core.netdev_max_backlog",
-    "net.ipv4.tcp_max_syn_backlog",
-    "net.netfilter.nf_conntrack_max",
-}
+_RAISE_ONLY = planner.RAISE_ONLY_SYSCTLS
 MAX_NOFILE = 1_048_576
 
 
