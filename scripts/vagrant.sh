@@ -48,11 +48,21 @@ step() {  # step NAME COMMAND...: run it, log its wall time
 machines() { vagrant status --machine-readable | awk -F, '$3 == "state" {print $2}'; }
 provisioner_vm() { machines | tail -1; }   # the Vagrantfile provisions from the last VM
 
+# Without systemd, libvirt puts every VM into one cgroup "machine" with the default cpu.shares of
+# 1024: all VMs together weigh as much as ONE process. On a busy machine (load 27 here) four TCG
+# VMs then got ~6 % of a core each and took 20 min to boot; one process' share per VM is fair.
+fair_cpu_share() {
+    local shares=/sys/fs/cgroup/cpu/machine/cpu.shares count
+    count="$(machines | wc -l)"
+    if [ -w "$shares" ]; then echo $((1024 * count)) >"$shares"; fi
+}
+
 up() {
     step setup bash scripts/vagrant-setup.sh
     step box bash scripts/vagrant-box.sh
     step kvm-probe bash scripts/vagrant-setup.sh --probe
     # Boot all VMs first: the provisioner must see every host up when site.yml runs once.
+    fair_cpu_share
     step boot vagrant up --no-provision
     step provision vagrant provision "$(provisioner_vm)"
 }
