@@ -12,12 +12,12 @@ from app.config import Config
 from app.events.admin import AdminNamespace
 from app.events.anonymous import AnonymousNamespace
 from app.events.chat import ChatNamespace
-from app.guard import OversizePostGuard
 from app.http import register_routes
 from app.metrics import Metrics
-from app.room_index import client_manager
 from app.rooms import PayloadError, error
 from app.state import AppState
+from app.upstream.guard import OversizePostGuard
+from app.upstream.room_index import client_manager
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def create_app(config: Config | None = None, async_mode: str | None = None) -> F
     socketio = SocketIO(
         app,
         async_mode=mode,
-        # Flask-SocketIO's manager for this queue, with a sid -> rooms index (app/room_index.py).
+        # Flask-SocketIO's manager for this queue, with a sid -> rooms index (app/upstream/room_index.py).
         client_manager=client_manager(config.message_queue),
         cors_allowed_origins=config.cors_origins,
         ping_interval=config.ping_interval,
@@ -80,6 +80,6 @@ def start_message_queue(app: Flask) -> None:
 
 
 def _driver_name() -> str:
-    from app.uwsgi_websocket import active_driver_name
+    from app.upstream.uwsgi_websocket import active_driver_name
 
     return active_driver_name() or "n/a"

@@ -5,9 +5,9 @@ from gevent import monkey
 
 monkey.patch_all()
 
-from app import ping_timer, uwsgi_websocket  # noqa: E402
 from app.config import Config  # noqa: E402
 from app.factory import create_app, start_message_queue  # noqa: E402
+from app.upstream import ping_timer, uwsgi_websocket  # noqa: E402
 
 _config = Config.from_env()
 if _config.websocket_driver == "event":
