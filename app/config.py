@@ -14,6 +14,12 @@ from urllib.parse import urlsplit
 ASYNC_MODES = ("threading", "eventlet", "gevent", "gevent_uwsgi")
 WEBSOCKET_DRIVERS = ("event", "stock")
 MESSAGE_QUEUE_SCHEMES = ("redis", "rediss", "unix")
+PATCH_MISMATCH_POLICIES = ("refuse", "fallback")
+# Per-socket backlog bound of the websocket fan-out path (bytes). 1 MiB holds ~4,000 frames of a
+# 256-byte broadcast behind a client that stopped reading; at 160k sockets only slow consumers ever
+# fill it. The planner may size it from the host's memory; the floor keeps one large frame possible.
+DEFAULT_MAX_BACKLOG_BYTES = 1 << 20
+MIN_MAX_BACKLOG_BYTES = 4096
 
 
 class ConfigError(ValueError):
@@ -33,6 +39,9 @@ class Config:
     async_mode: str | None = None
     # "stock" keeps python-engineio's polling uWSGI driver, for A/B measurements only.
     websocket_driver: str = "event"
+    max_backlog_bytes: int = DEFAULT_MAX_BACKLOG_BYTES
+    # What a python-engineio/-socketio/uWSGI version the patches were not tested with does.
+    patch_mismatch: str = "refuse"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -57,6 +66,15 @@ class Config:
             kwargs["async_mode"] = _choice("SIOKIT_ASYNC_MODE", v, ASYNC_MODES)
         if (v := _get(env, "SIOKIT_WEBSOCKET_DRIVER")) is not None:
             kwargs["websocket_driver"] = _choice("SIOKIT_WEBSOCKET_DRIVER", v, WEBSOCKET_DRIVERS)
+        if (v := _get(env, "SIOKIT_MAX_BACKLOG_BYTES")) is not None:
+            value = _positive_int("SIOKIT_MAX_BACKLOG_BYTES", v)
+            if value < MIN_MAX_BACKLOG_BYTES:
+                raise ConfigError(
+                    f"SIOKIT_MAX_BACKLOG_BYTES must be at least {MIN_MAX_BACKLOG_BYTES}, got {v!r}"
+                )
+            kwargs["max_backlog_bytes"] = value
+        if (v := _get(env, "SIOKIT_PATCH_MISMATCH")) is not None:
+            kwargs["patch_mismatch"] = _choice("SIOKIT_PATCH_MISMATCH", v, PATCH_MISMATCH_POLICIES)
         return cls(**kwargs)  # type: ignore[arg-type]
 
 
