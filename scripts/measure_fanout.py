@@ -7,7 +7,8 @@ from `siokit load`, then:
 - memory: the worker's RSS with N sockets minus its RSS before the first client, / N.
 CPU is process CPU (utime+stime from /proc), not wall-clock: robust to the other engineers' load.
 
-Run: .venv/bin/python scripts/measure_fanout.py --clients 10000 [--driver stock|event] [--py-spy out.svg]
+Run: .venv/bin/python scripts/measure_fanout.py --clients 5000 [--driver stock|event] [--py-spy out.raw]
+Per delivery without pings in the way: --ping-interval 600 (then the idle rate is ~0).
 Prints one JSON object. Measurement only: asserts nothing.
 """
 
@@ -42,9 +43,15 @@ def worker_pid(master: int) -> int:
     raise RuntimeError("no uWSGI worker")
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU-seconds of one process."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def cpu_seconds(pid: int) -> float:
+    return sum(cpu_split(pid))
 
 
 def rss_kb(pid: int) -> int:
@@ -52,6 +59,15 @@ def rss_kb(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise RuntimeError("no VmRSS")
+
+
+def record(pid: int, out: str, seconds: float) -> subprocess.Popen[bytes]:
+    # py-spy samples the worker from outside; its own CPU is not the worker's.
+    return subprocess.Popen(
+        [str(Path(sys.prefix) / "bin" / "py-spy"), "record", "-p", str(pid), "-o", out,
+         "-d", str(int(seconds)), "-r", "200", "--nonblocking", "-f", "raw"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
 
 
 def main() -> None:
@@ -63,7 +79,8 @@ def main() -> None:
     ap.add_argument("--broadcasts", type=int, default=5)
     ap.add_argument("--wait", type=float, default=4.0)
     ap.add_argument("--text-bytes", type=int, default=100)
-    ap.add_argument("--py-spy", help="record the worker with py-spy during the broadcasts into this file")
+    ap.add_argument("--py-spy", help="record the worker with py-spy into this file (raw collapsed stacks)")
+    ap.add_argument("--py-spy-phase", choices=("idle", "broadcast"), default="broadcast")
     ap.add_argument("--env", action="append", default=[], help="extra NAME=VALUE for the app")
     args = ap.parse_args()
 
@@ -82,22 +99,29 @@ def main() -> None:
     ) as proc:
         wpid = worker_pid(proc.popen.pid)
         rss0 = rss_kb(wpid)
+        load_log = (Path(tmp) / "load.log").open("wb")
         load = subprocess.Popen(
             [str(Path(sys.prefix) / "bin" / "siokit"), "load", "--url", proc.url, "--transport", "websocket",
              "--connections", str(args.clients), "--hold", "100000", "--concurrency", "200", "--no-progress",
              "--report", str(Path(tmp) / "load.json")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            stdout=load_log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         try:
             deadline = time.monotonic() + 300
-            while get_json(proc.url + "/healthz", timeout=60)["connected"] < args.clients:
+            while (connected := get_json(proc.url + "/healthz", timeout=60)["connected"]) < args.clients:
                 if time.monotonic() > deadline or load.poll() is not None:
-                    raise RuntimeError("ramp stalled")
+                    print(f"connected {connected}, load exit {load.poll()}", file=sys.stderr)
+                    raise RuntimeError("ramp stalled:\n" + (Path(tmp) / "load.log").read_text()[-3000:])
                 time.sleep(1)
-            time.sleep(args.ping_interval + 2)  # every socket in its ping cycle
+            time.sleep(min(args.ping_interval, 10) + 2)  # every socket in its ping cycle
             out["rss_per_socket_kb"] = round((rss_kb(wpid) - rss0) / args.clients, 2)
+            spy = None
+            if args.py_spy and args.py_spy_phase == "idle":
+                spy = record(wpid, args.py_spy, args.idle)
             c0, t0 = cpu_seconds(wpid), time.monotonic()
             time.sleep(args.idle)
+            if spy is not None:
+                spy.wait(timeout=120)
             idle_rate = (cpu_seconds(wpid) - c0) / (time.monotonic() - t0)
             pings = args.clients / args.ping_interval  # round trips per second
             out["idle_cpu_per_s"] = round(idle_rate, 4)
@@ -106,13 +130,9 @@ def main() -> None:
             admin = socketio.Client(reconnection=False)
             admin.connect(proc.url, namespaces=["/admin"], transports=["websocket"], auth={"token": SECRET})
             spy = None
-            if args.py_spy:
-                spy = subprocess.Popen(
-                    [str(Path(sys.prefix) / "bin" / "py-spy"), "record", "-p", str(wpid), "-o", args.py_spy,
-                     "-d", str(int(args.broadcasts * args.wait) + 1), "-r", "200", "--nonblocking", "-f", "raw"],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                )
-            c0, t0 = cpu_seconds(wpid), time.monotonic()
+            if args.py_spy and args.py_spy_phase == "broadcast":
+                spy = record(wpid, args.py_spy, args.broadcasts * args.wait)
+            c0, t0, s0 = cpu_seconds(wpid), time.monotonic(), cpu_split(wpid)[1]
             for i in range(args.broadcasts):
                 admin.call("broadcast", {"seq": i, "text": "x" * args.text_bytes}, namespace="/admin", timeout=60)
                 time.sleep(args.wait)
@@ -124,6 +144,10 @@ def main() -> None:
             deliveries = args.broadcasts * args.clients
             out["cpu_s_per_broadcast"] = round(extra / args.broadcasts, 4)
             out["us_per_delivery"] = round(extra / deliveries * 1e6, 2)
+            # Without subtracting the idle rate (use with a long --ping-interval: idle is ~0 then).
+            out["us_per_delivery_gross"] = round((extra + idle_rate * elapsed) / deliveries * 1e6, 2)
+            out["system_s_in_broadcast_phase"] = round(cpu_split(wpid)[1] - s0, 3)
+            out["broadcast_phase_s"] = round(elapsed, 1)
             out["connected_after"] = get_json(proc.url + "/healthz", timeout=60)["connected"]
         finally:
             os.killpg(load.pid, 15)

@@ -44,8 +44,9 @@ def installed_version(dist: str) -> str | None:
         return None
 
 
-def mismatches(version_of: Callable[[str], str | None] = installed_version) -> list[str]:
+def mismatches(version_of: Callable[[str], str | None] | None = None) -> list[str]:
     """One line per upstream package whose installed version the patches were not tested with."""
+    version_of = version_of or installed_version
     out = []
     for dist, tested in TESTED.items():
         found = version_of(dist)
@@ -56,7 +57,7 @@ def mismatches(version_of: Callable[[str], str | None] = installed_version) -> l
     return out
 
 
-def patches_allowed(policy: str, version_of: Callable[[str], str | None] = installed_version) -> bool:
+def patches_allowed(policy: str, version_of: Callable[[str], str | None] | None = None) -> bool:
     """True if app/upstream's patches may be installed; False to run stock upstream code.
 
     Raises PatchMismatchError under ``refuse`` when a version differs.
