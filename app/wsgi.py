@@ -7,7 +7,7 @@ monkey.patch_all()
 
 from app.config import Config  # noqa: E402
 from app.factory import create_app, start_message_queue  # noqa: E402
-from app.upstream import eio_socket, ping_timer, uwsgi_websocket, versions  # noqa: E402
+from app.upstream import eio_socket, ping_timer, service_task, uwsgi_websocket, versions  # noqa: E402
 
 _config = Config.from_env()
 # Refuses to start (PatchMismatchError) or disables every patch, per SIOKIT_PATCH_MISMATCH.
@@ -16,6 +16,7 @@ if _patched and _config.websocket_driver == "event":
     uwsgi_websocket.install(_config.max_backlog_bytes)
     eio_socket.install()
     ping_timer.install()
+    service_task.install()
 # gevent_uwsgi, not gevent: under uWSGI the gevent mode has no websocket (Flask-SocketIO #1487, #1058).
 application = create_app(_config, async_mode="gevent_uwsgi", upstream_patches=_patched)
 

@@ -355,3 +355,48 @@ def test_install_keeps_upstream_for_polling_sockets(patched_socket: None) -> Non
     assert sock.queue.qsize() == 1  # no websocket attached: upstream's queue
     sock.close(wait=False)
     assert sock.closed
+
+
+class _Sock:
+    def __init__(self, sid: str, closed: bool = False, closing: bool = False) -> None:
+        self.sid, self.closed, self.closing, self.checked = sid, closed, closing, 0
+
+    def check_ping_timeout(self) -> bool:
+        self.checked += 1
+        return True
+
+
+class _Event:
+    def __init__(self, stop_after: int | None = None) -> None:
+        self.waits: list[float] = []
+        self.stop_after = stop_after
+
+    def wait(self, timeout: float) -> bool:
+        self.waits.append(timeout)
+        return self.stop_after is not None and len(self.waits) >= self.stop_after
+
+
+class _Server:
+    ping_timeout = 4
+
+    def __init__(self, socks: list[_Sock], event: _Event) -> None:
+        self.sockets = {s.sid: s for s in socks}
+        self.service_task_event = event
+
+
+def test_service_task_checks_every_socket_in_one_wait_per_second() -> None:
+    from app.upstream import service_task
+
+    socks = [_Sock(f"s{i}") for i in range(10)] + [_Sock("gone", closed=True), _Sock("bye", closing=True)]
+    server = _Server(socks, _Event())
+    assert service_task._one_cycle(server) is True
+    assert server.service_task_event.waits == [1.0, 1.0, 1.0, 1.0]  # ping_timeout batches, not 12 waits
+    assert all(s.checked == 1 for s in socks[:10])
+    assert "gone" not in server.sockets and socks[11].checked == 0
+
+
+def test_service_task_stops_when_canceled() -> None:
+    from app.upstream import service_task
+
+    server = _Server([_Sock(f"s{i}") for i in range(10)], _Event(stop_after=1))
+    assert service_task._one_cycle(server) is False
