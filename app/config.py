@@ -15,6 +15,12 @@ from urllib.parse import urlsplit
 ASYNC_MODES = ("threading", "eventlet", "gevent", "gevent_uwsgi")
 WEBSOCKET_DRIVERS = ("event", "stock")
 MESSAGE_QUEUE_SCHEMES = ("redis", "rediss", "unix")
+PATCH_MISMATCH_POLICIES = ("refuse", "fallback")
+# Per-socket backlog bound of the websocket fan-out path (bytes). 1 MiB holds ~4,000 frames of a
+# 256-byte broadcast behind a client that stopped reading; at 160k sockets only slow consumers ever
+# fill it. The planner may size it from the host's memory; the floor keeps one large frame possible.
+DEFAULT_MAX_BACKLOG_BYTES = 1 << 20
+MIN_MAX_BACKLOG_BYTES = 4096
 
 
 class ConfigError(ValueError):
@@ -40,6 +46,9 @@ class Config:
     event_rate: float = 10.0
     event_burst: int = 20
     event_drop_limit: int = 100
+    max_backlog_bytes: int = DEFAULT_MAX_BACKLOG_BYTES
+    # What a python-engineio/-socketio/uWSGI version the patches were not tested with does.
+    patch_mismatch: str = "refuse"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -70,6 +79,15 @@ class Config:
             kwargs["event_burst"] = _positive_int("SIOKIT_EVENT_BURST", v)
         if (v := _get(env, "SIOKIT_EVENT_DROP_LIMIT")) is not None:
             kwargs["event_drop_limit"] = _positive_int("SIOKIT_EVENT_DROP_LIMIT", v)
+        if (v := _get(env, "SIOKIT_MAX_BACKLOG_BYTES")) is not None:
+            value = _positive_int("SIOKIT_MAX_BACKLOG_BYTES", v)
+            if value < MIN_MAX_BACKLOG_BYTES:
+                raise ConfigError(
+                    f"SIOKIT_MAX_BACKLOG_BYTES must be at least {MIN_MAX_BACKLOG_BYTES}, got {v!r}"
+                )
+            kwargs["max_backlog_bytes"] = value
+        if (v := _get(env, "SIOKIT_PATCH_MISMATCH")) is not None:
+            kwargs["patch_mismatch"] = _choice("SIOKIT_PATCH_MISMATCH", v, PATCH_MISMATCH_POLICIES)
         return cls(**kwargs)  # type: ignore[arg-type]
 
 

@@ -13,30 +13,38 @@ from app.config import Config
 from app.events.admin import AdminNamespace
 from app.events.anonymous import AnonymousNamespace
 from app.events.chat import ChatNamespace
-from app.guard import OversizePostGuard
 from app.http import register_routes
 from app.logthrottle import ThrottledLog
 from app.metrics import Metrics
 from app.ratelimit import EventRateLimiter
-from app.room_index import client_manager
 from app.rooms import PayloadError, error
 from app.state import AppState
+from app.upstream import versions
+from app.upstream.guard import OversizePostGuard
+from app.upstream.room_index import client_manager
 
 log = logging.getLogger(__name__)
 
 
-def create_app(config: Config | None = None, async_mode: str | None = None) -> Flask:
-    """Build the app. `async_mode` overrides config.async_mode (the uWSGI entry forces gevent_uwsgi)."""
+def create_app(
+    config: Config | None = None, async_mode: str | None = None, upstream_patches: bool | None = None
+) -> Flask:
+    """Build the app. `async_mode` overrides config.async_mode (the uWSGI entry forces gevent_uwsgi).
+
+    `upstream_patches`: use app/upstream's client manager; None = decide by the version guard.
+    """
     config = Config.from_env() if config is None else config
+    if upstream_patches is None:
+        upstream_patches = versions.patches_allowed(config.patch_mismatch)
     mode = async_mode or config.async_mode
     app = Flask(__name__)
-    metrics = Metrics(config.instance_id, mode or "auto", _driver_name())
+    metrics = Metrics(config.instance_id, mode or "auto", _driver_name(), upstream_patches=upstream_patches)
     throttled = ThrottledLog(logging.getLogger("app.badinput"))
     socketio = SocketIO(
         app,
         async_mode=mode,
-        # Flask-SocketIO's manager for this queue, with a sid -> rooms index (app/room_index.py).
-        client_manager=client_manager(config.message_queue),
+        # Flask-SocketIO's manager for this queue, with a sid -> rooms index (app/upstream/room_index.py).
+        client_manager=client_manager(config.message_queue, indexed=upstream_patches),
         cors_allowed_origins=config.cors_origins,
         ping_interval=config.ping_interval,
         ping_timeout=config.ping_timeout,
@@ -92,6 +100,6 @@ def start_message_queue(app: Flask) -> None:
 
 
 def _driver_name() -> str:
-    from app.uwsgi_websocket import active_driver_name
+    from app.upstream.uwsgi_websocket import active_driver_name
 
     return active_driver_name() or "n/a"

@@ -6,7 +6,7 @@ from flask import Flask, Response, jsonify, render_template
 
 from app.metrics import CONTENT_TYPE_LATEST
 from app.state import AppState
-from app.uwsgi_websocket import active_driver_name
+from app.upstream.uwsgi_websocket import active_driver_name
 
 
 def register_routes(app: Flask, state: AppState) -> None:

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Info, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
+
+from app.upstream.frame_writer import STATS
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 
@@ -11,7 +17,9 @@ __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 class Metrics:
     """The instance's counters; also the source of the live per-namespace socket counts."""
 
-    def __init__(self, instance_id: str, async_mode: str, websocket_driver: str) -> None:
+    def __init__(
+        self, instance_id: str, async_mode: str, websocket_driver: str, upstream_patches: bool = True
+    ) -> None:
         # A private registry, so several apps in one process (tests) never collide on names.
         self.registry = CollectorRegistry(auto_describe=True)
         self.connected = Gauge(
@@ -54,6 +62,13 @@ class Metrics:
         self.info.info(
             {"instance_id": instance_id, "async_mode": async_mode, "websocket_driver": websocket_driver}
         )
+        self.patched = Gauge(
+            "siokit_upstream_patches",
+            "1 if app/upstream's patches are installed, 0 if the version guard fell back to stock code",
+            registry=self.registry,
+        )
+        self.patched.set(1 if upstream_patches else 0)
+        self.registry.register(_FanoutCollector())
         self._counts: dict[str, int] = {}
 
     def socket_connected(self, namespace: str) -> None:
@@ -71,3 +86,23 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _FanoutCollector(Collector):
+    """The websocket fan-out writers' process-wide counters (app/upstream/frame_writer.py)."""
+
+    def collect(self) -> Iterator[Metric]:
+        closes = CounterMetricFamily(
+            "siokit_slow_consumer_closes",
+            "Websockets closed because their backlog passed SIOKIT_MAX_BACKLOG_BYTES",
+        )
+        closes.add_metric([], STATS.slow_consumer_closes)
+        yield closes
+        backlogged = GaugeMetricFamily(
+            "siokit_backlogged_sockets", "Websockets with frames the kernel has not taken yet"
+        )
+        backlogged.add_metric([], STATS.backlogged_sockets)
+        yield backlogged
+        size = GaugeMetricFamily("siokit_backlog_bytes", "Bytes waiting in all websockets' backlogs")
+        size.add_metric([], STATS.backlog_bytes)
+        yield size

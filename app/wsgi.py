@@ -5,16 +5,20 @@ from gevent import monkey
 
 monkey.patch_all()
 
-from app import ping_timer, uwsgi_websocket  # noqa: E402
 from app.config import Config  # noqa: E402
 from app.factory import create_app, start_message_queue  # noqa: E402
+from app.upstream import eio_socket, ping_timer, service_task, uwsgi_websocket, versions  # noqa: E402
 
 _config = Config.from_env()
-if _config.websocket_driver == "event":
-    uwsgi_websocket.install()
+# Refuses to start (PatchMismatchError) or disables every patch, per SIOKIT_PATCH_MISMATCH.
+_patched = versions.patches_allowed(_config.patch_mismatch)
+if _patched and _config.websocket_driver == "event":
+    uwsgi_websocket.install(_config.max_backlog_bytes)
+    eio_socket.install()
     ping_timer.install()
+    service_task.install()
 # gevent_uwsgi, not gevent: under uWSGI the gevent mode has no websocket (Flask-SocketIO #1487, #1058).
-application = create_app(_config, async_mode="gevent_uwsgi")
+application = create_app(_config, async_mode="gevent_uwsgi", upstream_patches=_patched)
 
 if _config.message_queue is not None:
     try:

@@ -4,7 +4,7 @@
 
 Connects N clients (siokit load, 2 source IPs, 3 s hold) to one uWSGI worker serving app.wsgi, then
 polls /healthz from the moment the connected count falls below its peak until it reaches 0. This is
-the measurement behind app/room_index.py (python-socketio's disconnect scans every room).
+the measurement behind app/upstream/room_index.py (python-socketio's disconnect scans every room).
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from siokit.doctor import FAIL, INFO, PASS, Check
 PLAN = "/etc/siokit/plan.json"
 APP_ENV = "/etc/siokit/siokit.env"
 APP_VENV = "/opt/siokit/venv"
-CHANNEL = "flask-socketio"  # Flask-SocketIO's default, which app/room_index.py keeps
+CHANNEL = "flask-socketio"  # Flask-SocketIO's default, which app/upstream/room_index.py keeps
 # Packages whose internals app/ patches or depends on: the host must run what constraints.txt pins.
 PINNED = ("python-engineio", "python-socketio", "flask-socketio", "uwsgi", "gevent")
 ENGINEIO_MIN = (4, 2, 1)  # older stalls near 1024 sockets under gevent_uwsgi (python-engineio#228)

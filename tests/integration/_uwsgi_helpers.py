@@ -23,7 +23,7 @@ UWSGI = VENV / "bin" / "uwsgi"
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
 
-# uWSGI's own websocket ping made rare: Engine.IO pings anyway (see app/uwsgi_websocket.py). The tolerance
+# uWSGI's own websocket ping made rare: Engine.IO pings anyway (see app/upstream/uwsgi_websocket.py). The tolerance
 # above the frequency also keeps uWSGI's master-branch ping check (last_ping - last_pong) harmless.
 UWSGI_WS_PING = ("--websockets-ping-freq", "3600", "--websockets-pong-tolerance", "7200")
 

@@ -142,7 +142,7 @@ def test_engineio_pings_keep_idle_websocket_alive(tmp_path: Path) -> None:
 
 
 def test_server_pings_on_schedule_from_the_timer(tmp_path: Path) -> None:
-    # app/ping_timer.py: pings come from a libev timer, one per interval after each pong.
+    # app/upstream/ping_timer.py: pings come from a libev timer, one per interval after each pong.
     env = {**BASE_ENV, "SIOKIT_PING_INTERVAL": "1", "SIOKIT_PING_TIMEOUT": "2"}
     with run_uwsgi(tmp_path, env=env) as proc:
         ws = _raw_session(proc)
@@ -321,7 +321,7 @@ def test_garbage_polling_posts(server: Proc) -> None:
         sid = json.loads(resp.read().decode()[1:])["sid"]
     post(f"&sid={sid}", b"\x00\x01garbage\x1e42[\"x\"")
     # Oversized, with no long-polling GET outstanding: python-engineio alone would block this request
-    # forever (see app/guard.py); the guard answers 413 at once.
+    # forever (see app/upstream/guard.py); the guard answers 413 at once.
     started = time.monotonic()
     assert post(f"&sid={sid}", b"4" + b"x" * (MAX_MESSAGE_BYTES * 2)) == 413
     assert time.monotonic() - started < 3

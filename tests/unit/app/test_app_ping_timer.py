@@ -8,7 +8,7 @@ import gevent
 import gevent.queue
 from engineio import packet
 
-from app import ping_timer
+from app.upstream import ping_timer
 
 
 class FakeSocket:

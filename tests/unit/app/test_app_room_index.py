@@ -9,7 +9,7 @@ import socketio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.room_index import IndexedManager, IndexedRedisManager, client_manager
+from app.upstream.room_index import IndexedManager, IndexedRedisManager, client_manager
 
 NAMESPACES = ["/", "/chat"]
 ROOMS = ["lobby", "a", "b"]

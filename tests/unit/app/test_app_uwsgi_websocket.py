@@ -13,7 +13,7 @@ import gevent.event
 import gevent.queue
 import pytest
 
-from app.uwsgi_websocket import EventDrivenWaitMixin, active_driver_name, install
+from app.upstream.uwsgi_websocket import EventDrivenWaitMixin, active_driver_name, install
 
 DRIVER = "engineio.async_drivers.gevent_uwsgi"
 

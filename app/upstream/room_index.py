@@ -69,9 +69,11 @@ class IndexedRedisManager(RoomIndexMixin, socketio.RedisManager):
     """Instances joined through Redis pub/sub (what Flask-SocketIO builds for a redis:// queue)."""
 
 
-def client_manager(message_queue: str | None) -> socketio.Manager:
-    """The manager Flask-SocketIO would build for this queue URL, with the room index."""
+def client_manager(message_queue: str | None, indexed: bool = True) -> socketio.Manager:
+    """The manager Flask-SocketIO would build for this queue URL, with the room index unless
+    `indexed` is False (the version guard's fallback: upstream's own class)."""
     if message_queue is None:
-        return IndexedManager()
+        return IndexedManager() if indexed else socketio.Manager()
     # Flask-SocketIO's own defaults for an app-bound server: its channel name, not write-only.
-    return IndexedRedisManager(message_queue, channel="flask-socketio", write_only=False)
+    cls = IndexedRedisManager if indexed else socketio.RedisManager
+    return cls(message_queue, channel="flask-socketio", write_only=False)

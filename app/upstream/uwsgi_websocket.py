@@ -27,21 +27,40 @@ What the timeout bought upstream, and who provides it now:
   select greenlet already killed). Here ``close()`` marks the socket closed, and ``wait()`` flushes what
   the writer queued (the Engine.IO close packet) and returns None.
 
+The fan-out path (issue #9): under uWSGI 2.0 every packet still had to reach the request greenlet
+before ``uwsgi.websocket_send()`` could write it. Now, when the connection is plain TCP (uWSGI's
+``http-socket``, as the kit deploys it), the socket gets a ``FrameWriter`` (frame_writer.py) on
+``uwsgi.connection_fd()`` and ``send_frame()`` writes pre-built frames to it from any greenlet or the
+hub. Checked against uWSGI 2.0.31 (core/websockets.c, plugins/gevent): the accepted fd is
+non-blocking in gevent mode (``__call__`` makes sure), uWSGI writes to it only in the handshake, in
+``websocket_send*()`` (no longer called on this path) and inside ``websocket_recv_nb()`` (a pong to a
+client's ping, or its own ping). So ``wait()`` calls ``websocket_recv_nb()`` only with an empty
+backlog and holds the writer meanwhile: a uWSGI frame can never land inside one of ours, and ours
+queue behind it if uWSGI has to wait for the socket. While the backlog drains, reading pauses (the
+read watcher stops; the writer restarts it once empty). TLS terminated by uWSGI (``HTTPS`` in the
+environ) keeps the send queue above, since raw writes would bypass the TLS layer.
+
 Only importable parts live at module level: ``engineio.async_drivers.gevent_uwsgi`` imports ``uwsgi``,
 which exists only inside a uWSGI worker, so ``install()`` imports it lazily.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import sys
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from app.upstream.frame_writer import FrameWriter
+
 log = logging.getLogger(__name__)
 
 _DRIVER_MODULE = "engineio.async_drivers.gevent_uwsgi"
+DEFAULT_MAX_BACKLOG_BYTES = 1 << 20
+CLOSE_FLUSH_TIMEOUT = 5.0  # seconds a closing socket may take to drain its last frames
 
 
 class EventDrivenWaitMixin:
@@ -53,6 +72,9 @@ class EventDrivenWaitMixin:
     _send_queue: deque[Any]
     received_messages: list[Any]
     _closed: bool = False
+    # The fan-out path: None keeps the send queue (TLS, or fakes without an fd).
+    _writer: FrameWriter | None = None
+    _reading_paused: bool = False
 
     # Provided by the concrete class (engineio's uWSGIWebSocket, or a fake in unit tests). Declared
     # as attributes, not stub methods: the mixin comes first in the MRO and must not shadow them.
@@ -60,6 +82,19 @@ class EventDrivenWaitMixin:
     _decode_received: Callable[[Any], Any]
     _recv_nb: Callable[[], Any]
     _stop_watcher: Callable[[], None]
+    _start_watcher: Callable[[], None]
+    _wait_writable: Callable[[int, float], bool]
+
+    @property
+    def supports_frames(self) -> bool:
+        """True when send_frame() may be used (read by app/upstream/eio_socket.py)."""
+        return self._writer is not None
+
+    def send_frame(self, frame: bytes) -> None:
+        """Write a pre-built websocket frame now, or queue it behind earlier ones. Never switches."""
+        writer = self._writer
+        if writer is not None:
+            writer.write(frame)
 
     def send(self, msg: Any) -> None:
         """Queue a message; wait(), in the request greenlet, transmits it (uWSGI 2.0 needs that)."""
@@ -71,6 +106,17 @@ class EventDrivenWaitMixin:
         self._stop_watcher()
         self._event.set()
 
+    def _attach_writer(self, fd: int, loop: Any, max_backlog: int) -> None:
+        self._writer = FrameWriter(
+            fd, loop, max_backlog, on_overflow=self.close, on_drained=self._drained, on_broken=self.close
+        )
+
+    def _drained(self) -> None:
+        if self._reading_paused and not self._closed:
+            self._reading_paused = False
+            self._start_watcher()
+            self._event.set()
+
     def _flush(self) -> bool:
         """Send everything queued; False if the connection broke."""
         while self._send_queue:
@@ -81,16 +127,28 @@ class EventDrivenWaitMixin:
                 return False
         return True
 
+    def _final_flush(self) -> None:
+        self._flush()
+        writer = self._writer
+        if writer is None or writer.closed:
+            return
+        # The Engine.IO CLOSE packet and whatever preceded it, bounded in time.
+        while not writer.drain() and not writer.closed:
+            if not self._wait_writable(writer.fd, CLOSE_FLUSH_TIMEOUT):
+                break
+        writer.close()
+
     def wait(self) -> Any:
         """Next received message, or None once the connection is closed (either side)."""
         while True:
             if self.received_messages:
                 return self.received_messages.pop(0)
             if self._closed:
-                # Closed by the server (engineio's writer): deliver its last packets, then stop.
-                self._flush()
+                # Closed by the server (engineio), a slow consumer or a broken pipe: deliver what
+                # can still be delivered, then stop.
+                self._final_flush()
                 return None
-            # No timeout: the read watcher (readable fd), send() and close() all set the event.
+            # No timeout: the read watcher (readable fd), send(), close() and the writer all set it.
             self._event.wait()
             self._event.clear()
             if not self._flush():
@@ -98,25 +156,39 @@ class EventDrivenWaitMixin:
                 return None
             if self._closed:
                 continue
-            while True:
-                try:
-                    msg = self._recv_nb()
-                except OSError:  # closed by the peer, a protocol error, or uWSGI's ping check
-                    self.close()
-                    return None
-                if not msg:
-                    break
-                self.received_messages.append(self._decode_received(msg))
+            writer = self._writer
+            if writer is not None:
+                if writer.pending:
+                    # uWSGI may write a pong while reading: not in the middle of one of our frames.
+                    if not self._reading_paused:
+                        self._reading_paused = True
+                        self._stop_watcher()
+                    continue
+                writer.hold()
+            try:
+                while True:
+                    try:
+                        msg = self._recv_nb()
+                    except OSError:  # closed by the peer, a protocol error, or uWSGI's ping check
+                        self.close()
+                        return None
+                    if not msg:
+                        break
+                    self.received_messages.append(self._decode_received(msg))
+            finally:
+                if writer is not None:
+                    writer.release()
 
 
-def _build_class() -> type:
+def _build_class(max_backlog: int) -> type:
     import gevent
     import uwsgi  # only inside a uWSGI worker
     from engineio.async_drivers.gevent_uwsgi import uWSGIWebSocket
     from gevent.event import Event
+    from gevent.socket import wait_write
 
     class EventDrivenUWSGIWebSocket(EventDrivenWaitMixin, uWSGIWebSocket):  # type: ignore[misc,valid-type]
-        """python-engineio's uWSGIWebSocket with EventDrivenWaitMixin's wait()."""
+        """python-engineio's uWSGIWebSocket with EventDrivenWaitMixin's wait() and fan-out writer."""
 
         def __init__(self, handler: Any, server: Any) -> None:
             super().__init__(handler, server)
@@ -135,14 +207,22 @@ def _build_class() -> type:
             self._req_ctx = None
             self._event = Event()
             self._send_queue = deque()
-            self._watcher = gevent.get_hub().loop.io(self._sock, 1)
+            loop = gevent.get_hub().loop
+            self._watcher = loop.io(self._sock, 1)
             self._watcher.start(self._event.set)
+            if environ.get("HTTPS") not in ("on", "1") and environ.get("wsgi.url_scheme") != "https":
+                _ensure_nonblocking(self._sock)
+                self._attach_writer(self._sock, loop, max_backlog)
             try:
                 self.app(self)
             finally:
                 # engineio returns without close() when a websocket upgrade fails its probe; the
-                # watcher would then outlive the request and watch a recycled fd.
-                self._stop_watcher()
+                # watchers would then outlive the request and watch a recycled fd.
+                if self._watcher is not None:
+                    self._watcher.close()
+                    self._watcher = None
+                if self._writer is not None:
+                    self._writer.close()
             uwsgi.disconnect()
             return ""
 
@@ -151,8 +231,18 @@ def _build_class() -> type:
 
         def _stop_watcher(self) -> None:
             if self._watcher is not None:
-                self._watcher.close()
-                self._watcher = None
+                self._watcher.stop()
+
+        def _start_watcher(self) -> None:
+            if self._watcher is not None:
+                self._watcher.start(self._event.set)
+
+        def _wait_writable(self, fd: int, timeout: float) -> bool:
+            try:
+                wait_write(fd, timeout=timeout)
+            except Exception:  # gevent's timeout, or the fd went away
+                return False
+            return True
 
         def wait(self) -> Any:
             if self._req_ctx is not None:
@@ -175,14 +265,22 @@ def _build_class() -> type:
     return EventDrivenUWSGIWebSocket
 
 
-def install() -> type:
+def _ensure_nonblocking(fd: int) -> None:
+    # uWSGI's async modes already accept non-blocking (its reads/writes wait on EAGAIN through the
+    # gevent hooks); a blocking fd here would let a write from the hub stall the whole worker.
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    if not flags & os.O_NONBLOCK:
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_NONBLOCK)
+
+
+def install(max_backlog_bytes: int = DEFAULT_MAX_BACKLOG_BYTES) -> type:
     """Make python-engineio's gevent_uwsgi mode use the event-driven wrapper. Call before create_app()."""
     from engineio.async_drivers import gevent_uwsgi
 
     if gevent_uwsgi._async.get("websocket") is None:
         # Without SSL uWSGI has no websocket_handshake and clients silently stay on long-polling.
         raise RuntimeError("this uWSGI has no websocket support (build it with SSL); see unbit/uwsgi#744")
-    cls = _build_class()
+    cls = _build_class(max_backlog_bytes)
     gevent_uwsgi._async["websocket"] = cls
     log.info("engineio gevent_uwsgi websocket driver: %s", cls.__name__)
     return cls

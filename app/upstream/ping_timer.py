@@ -8,7 +8,8 @@ two switches. At 160k sockets that is 160k parked greenlets for a job a timer do
 ``_fire`` does what ``Socket._send_ping`` does after its sleep. It runs in the gevent hub, so it
 must never block or switch: it sets ``last_ping`` to now and then calls ``send()``, whose ping-timeout
 check cannot fire with that fresh ``last_ping`` (it would close the socket and run app handlers),
-so all ``send()`` does is put the packet on the socket's unbounded queue, which never blocks.
+so all ``send()`` does is write the PING frame to the websocket (app/upstream/eio_socket.py, never
+blocks) or put the packet on a polling socket's unbounded queue, which never blocks either.
 """
 
 from __future__ import annotations
@@ -19,16 +20,25 @@ from typing import Any
 _TIMER_ATTR = "_siokit_ping_timer"
 
 
-def _fire(sock: Any) -> None:
-    from engineio import packet
+_PING: list[Any] = []  # one shared PING packet: its websocket frame is built once (ws_frame.py)
 
+
+def _ping_packet() -> Any:
+    if not _PING:
+        from engineio import packet
+
+        _PING.append(packet.Packet(packet.PING))
+    return _PING[0]
+
+
+def _fire(sock: Any) -> None:
     timer = getattr(sock, _TIMER_ATTR, None)
     if timer is not None:
         timer.close()
         setattr(sock, _TIMER_ATTR, None)
     if not sock.closing and not sock.closed:
         sock.last_ping = time.time()
-        sock.send(packet.Packet(packet.PING))
+        sock.send(_ping_packet())
 
 
 def schedule_ping(sock: Any) -> None:

@@ -1,0 +1,159 @@
+"""python-engineio's Socket on the fan-out path: packets go straight to the websocket as frames.
+
+Why: python-engineio 4.15.1 (``engineio/socket.py``) sends every packet of a websocket through
+``Socket.queue`` to a writer greenlet per socket (``_websocket_handler``'s ``writer``), which encodes
+it and calls ``ws.send()``. That costs a queue put, a greenlet wake-up and an encode per recipient,
+and the parked writer greenlet ~6 KB per socket. When the websocket can take frames
+(``ws.supports_frames``, app/upstream/uwsgi_websocket.py), this module's replacements:
+- ``send()``: the same ping-timeout check, then ``ws.send_frame(frame_for(pkt))`` (the frame is
+  built once per packet, so once per emit for a broadcast);
+- ``close()``: the same steps, without the queue (nothing reads it): ``ws.close()`` makes the request
+  greenlet flush the frames (the CLOSE packet last) and end the request;
+- ``_websocket_handler()``: upstream's, with the same upgrade probe, receive loop and closing, minus
+  the writer greenlet. Packets queued before the upgrade completed go first, in order.
+Any other websocket (the stock driver, gevent-websocket, polling) keeps upstream's code.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from app.upstream.ws_frame import frame_for
+
+_INFO = logging.INFO
+_original: dict[str, Any] = {}
+
+
+def send(self: Any, pkt: Any) -> None:
+    """Drop-in for engineio.socket.Socket.send."""
+    if not self.check_ping_timeout():
+        return
+    ws = self._siokit_ws
+    if ws is not None:
+        ws.send_frame(frame_for(pkt))
+    else:
+        self.queue.put(pkt)
+    logger = self.server.logger
+    if logger.isEnabledFor(_INFO):
+        from engineio import packet
+
+        logger.info(
+            "%s: Sending packet %s data %s", self.sid, packet.packet_names[pkt.packet_type],
+            pkt.data if not isinstance(pkt.data, bytes) else "<binary>",
+        )
+
+
+def close(self: Any, wait: bool = True, abort: bool = False, reason: Any = None) -> None:
+    """Drop-in for engineio.socket.Socket.close."""
+    ws = self._siokit_ws
+    if ws is None:
+        _original["close"](self, wait=wait, abort=abort, reason=reason)
+        return
+    if not self.closed and not self.closing:
+        from engineio import packet
+
+        self.closing = True
+        self.server._trigger_event(
+            "disconnect", self.sid, reason or self.server.reason.SERVER_DISCONNECT, run_async=False
+        )
+        if not abort:
+            self.send(packet.Packet(packet.CLOSE))
+        self.closed = True
+        ws.close()
+
+
+def websocket_handler(self: Any, ws: Any) -> list[Any]:
+    """Drop-in for engineio.socket.Socket._websocket_handler (4.15.1)."""
+    if not getattr(ws, "supports_frames", False):
+        return _original["_websocket_handler"](self, ws)  # type: ignore[no-any-return]
+    from engineio import exceptions, packet
+
+    server = self.server
+
+    def websocket_wait() -> Any:
+        data = ws.wait()
+        if data and len(data) > server.max_http_buffer_size:
+            raise ValueError("packet is too large")
+        return data
+
+    if self.connected:
+        # the socket was already connected (long-polling), so this is an upgrade
+        self.upgrading = True
+        decoded = packet.Packet(encoded_packet=websocket_wait())
+        if decoded.packet_type != packet.PING or decoded.data != "probe":
+            server.logger.info("%s: Failed websocket upgrade, no PING packet", self.sid)
+            self.upgrading = False
+            return []
+        ws.send_frame(frame_for(packet.Packet(packet.PONG, data="probe")))
+        self.queue.put(packet.Packet(packet.NOOP))  # end poll
+        pkt = websocket_wait()
+        decoded = packet.Packet(encoded_packet=pkt)
+        if decoded.packet_type != packet.UPGRADE:
+            self.upgraded = False
+            server.logger.info(
+                "%s: Failed websocket upgrade, expected UPGRADE packet, received %s instead.", self.sid, pkt
+            )
+            self.upgrading = False
+            return []
+        self.upgraded = True
+        self.upgrading = False
+    else:
+        self.connected = True
+        self.upgraded = True
+
+    # What upstream's writer greenlet would have taken from the queue first. The client pauses
+    # polling before it sends UPGRADE, so no long-polling GET competes for these.
+    queue_empty = server.get_queue_empty_exception()
+    while True:
+        try:
+            pkt = self.queue.get(block=False)
+        except queue_empty:
+            break
+        self.queue.task_done()
+        if pkt is None:  # closed while upgrading
+            ws.close()
+            break
+        ws.send_frame(frame_for(pkt))
+    self._siokit_ws = ws
+    server.logger.info("%s: Upgrade to websocket successful", self.sid)
+
+    try:
+        while True:
+            try:
+                p = websocket_wait()
+            except Exception as e:
+                if not self.closed:  # pragma: no cover
+                    server.logger.info('%s: Unexpected error "%s", closing connection', self.sid, str(e))
+                break
+            if p is None:
+                break  # closed by the client, the server, or as a slow consumer
+            pkt = packet.Packet(encoded_packet=p)
+            try:
+                self.receive(pkt)
+            except exceptions.UnknownPacketError:  # pragma: no cover
+                pass
+            except exceptions.SocketIsClosedError:  # pragma: no cover
+                server.logger.info("Receive error -- socket is closed")
+                break
+            except Exception:  # pragma: no cover
+                server.logger.exception("Unknown receive error")
+                break
+    finally:
+        ws.close()
+        self.close(wait=False, abort=True, reason=server.reason.TRANSPORT_CLOSE)
+        self._siokit_ws = None
+    return []
+
+
+def install() -> None:
+    """Patch engineio's synchronous Socket (gevent and gevent_uwsgi modes). Idempotent."""
+    from engineio import socket
+
+    if not _original:
+        _original["close"] = socket.Socket.close
+        _original["_websocket_handler"] = socket.Socket._websocket_handler
+    socket.Socket._siokit_ws = None  # type: ignore[attr-defined]
+    socket.Socket.send = send  # type: ignore[method-assign]
+    socket.Socket.close = close  # type: ignore[method-assign]
+    socket.Socket._websocket_handler = websocket_handler  # type: ignore[method-assign]
