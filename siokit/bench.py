@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -275,6 +276,20 @@ def loopback_target(args: argparse.Namespace, out: Path) -> Target:
     )
 
 
+def cluster_instance_urls(docker: str, hosts: tuple[str, ...] = ("app1", "app2")) -> list[str]:
+    """Each uWSGI instance's own base URL on the cluster, as the host reaches it over the bridge:
+    the container's address and the ports its siokit.target wants (what systemd runs, not a copy)."""
+    urls = []
+    for host in hosts:
+        ip = subprocess.run([docker, "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
+                             host], capture_output=True, text=True, check=True).stdout.split()[0]
+        wants = subprocess.run([docker, "exec", host, "systemctl", "show", "-p", "Wants", "--value", "siokit.target"],
+                               capture_output=True, text=True, check=True).stdout
+        ports = sorted(int(p) for p in re.findall(r"siokit-uwsgi@(\d+)\.service", wants))
+        urls += [f"http://{ip}:{port}" for port in ports]
+    return urls
+
+
 def cluster_target(args: argparse.Namespace, out: Path) -> Target:
     docker = os.environ.get("DOCKER", "/usr/bin/docker")
     # Bridged container traffic is tracked by the host's one conntrack table (bridge-nf-call-iptables):
@@ -299,6 +314,7 @@ def cluster_target(args: argparse.Namespace, out: Path) -> Target:
 
     return Target(
         name="local cluster (lb, app1, app2, redis, loadgen containers, deployed by site.yml)",
+        instance_urls=cluster_instance_urls(docker),
         url=args.url or "http://lb:80", binds=ips, admin_token=token,
         load_cmd_prefix=[docker, "exec", "-e", "SIOKIT_ADMIN_TOKEN", "loadgen", "/opt/siokit/venv/bin/siokit", "load"],
         report_path=remote, fetch_report=fetch, containers=set(CLUSTER_HOSTS), interrupt=interrupt,

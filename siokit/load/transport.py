@@ -19,6 +19,7 @@ import asyncio
 import base64
 import hashlib
 import random
+import socket
 import ssl
 import time
 from collections import deque
@@ -28,6 +29,35 @@ from urllib.parse import urlsplit
 from .protocol import EIO_OPEN, ProtocolError, join_payload, parse_handshake, split_payload
 
 ENGINEIO_PATH = "/socket.io/"
+
+
+# Linux's IP_BIND_ADDRESS_NO_PORT (not in Python's socket module): bind() to a source address then
+# leaves the port to connect(), which picks it per destination. Without it, bind((ip, 0)) must find a
+# port free for ANY destination: during the 160k cluster ramp the load generator's workers sat in
+# inet_csk_get_port (kernel stacks sampled from /proc/<pid>/stack), at ~80% system time, and the
+# ramp crawled at ~115 connects/s (BENCHMARKS.md).
+IP_BIND_ADDRESS_NO_PORT = 24
+_resolved: dict[tuple[str, int], tuple[Any, ...]] = {}
+
+
+async def open_tcp(host: str, port: int, source_ip: str | None) -> socket.socket:
+    """A connected non-blocking TCP socket to host:port from source_ip (any address when None)."""
+    loop = asyncio.get_running_loop()
+    addr = _resolved.get((host, port))
+    if addr is None:
+        infos = await loop.getaddrinfo(host, port, family=socket.AF_INET, type=socket.SOCK_STREAM)
+        addr = _resolved[(host, port)] = infos[0][4]
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        if source_ip:
+            sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+            sock.bind((source_ip, 0))
+        await loop.sock_connect(sock, addr)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 class ConnClosed(Exception):
@@ -272,10 +302,9 @@ class WebSocketConn:
         async def _open() -> WebSocketConn:
             transport, proto = await loop.create_connection(
                 lambda: WSProtocol(request, key),
-                host,
-                port,
+                sock=await open_tcp(host, port, source_ip),
                 ssl=ssl.create_default_context() if secure else None,
-                local_addr=(source_ip, 0) if source_ip else None,
+                server_hostname=host if secure else None,
             )
             try:
                 assert proto._status is not None
@@ -392,9 +421,7 @@ class PollingConn:
         port = full.port or 80
 
         async def _open() -> PollingConn:
-            reader, writer = await asyncio.open_connection(
-                host, port, local_addr=(source_ip, 0) if source_ip else None, limit=2**20
-            )
+            reader, writer = await asyncio.open_connection(sock=await open_tcp(host, port, source_ip), limit=2**20)
             conn = cls(reader, writer, full.netloc, f"{full.path}?{full.query}")
             await conn._poll()  # the handshake (open packet) arrives on the first GET
             if not conn._inbox or not conn._inbox[0].startswith(EIO_OPEN):
