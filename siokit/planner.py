@@ -11,12 +11,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from siokit.facts import HostFacts
 
-__all__ = ["HostFacts", "Plan", "PlanError", "Target", "format_plan", "plan", "plan_from_mapping"]
+__all__ = [
+    "SCHEMA_VERSION", "HostFacts", "LoadgenPlan", "Plan", "PlanError", "Target", "format_plan", "plan",
+    "plan_from_mapping", "plan_loadgen",
+]  # fmt: skip
+
+# Version of the plan document (`siokit plan --json`, /etc/siokit/plan.json, the renderer's siokit_plan).
+# Raise it when a field is renamed, removed or changes meaning; siokit/plan.schema.json follows.
+SCHEMA_VERSION = 1
 
 KB = 1024
 MIB = 1024 * KB
@@ -71,6 +78,9 @@ NGINX_CPU_S_PER_DELIVERY = 15e-6
 LOADGEN_CPU_S_PER_DELIVERY = 65e-6  # counted only when the load generator shares the cores
 # The timeout must exceed the fan-out time by this factor: the estimate ignores other traffic.
 PING_TIMEOUT_MARGIN = 1.5
+# nginx's proxy_read_timeout outwaits a client's ping interval + ping timeout by this much, or it would
+# close an idle websocket before Engine.IO gives up on it (nginx's own default is 60 s).
+PROXY_READ_MARGIN_S = 30
 DEFAULT_PORT_RANGE = (1024, 65535)
 DEFAULT_LISTEN_BACKLOG = 4096
 
@@ -101,7 +111,12 @@ class Target:
     ping_timeout: int | None = None
     port_range: tuple[int, int] = DEFAULT_PORT_RANGE
     colocated: bool = False
+    # Values an operator may pin (siokit_plan_input); the planner checks each one and refuses it
+    # with the arithmetic when it cannot hold the target.
     uwsgi_instances_per_host: int | None = None
+    async_cores: int | None = None
+    nginx_workers: int | None = None
+    loadgen_workers_per_source_ip: int | None = None
 
 
 @dataclass(frozen=True)
@@ -124,14 +139,21 @@ class NginxPlan:
     sockets_per_upstream: int
     usable_ports_per_upstream_and_source: int
     source_ips: int
+    # Seconds: ping interval + ping timeout + PROXY_READ_MARGIN_S.
+    proxy_read_timeout: int
 
 
 @dataclass(frozen=True)
 class LoadgenPlan:
     source_ips: int
     usable_ports_per_source_ip: int
+    clients: int
+    clients_per_source_ip: int
+    # Processes per source IP, each bound to that address; workers = workers_per_source_ip x source_ips.
+    workers_per_source_ip: int
     workers: int
     clients_per_worker: int
+    # Per worker process: its clients plus FD_RESERVE, never above the host's hard limit.
     limit_nofile: int
 
 
@@ -162,9 +184,50 @@ class Plan:
     memory: MemoryPlan
     sysctls: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    # What was asked (target and pinned values): the document says what it was computed from.
+    target: Target = field(default_factory=lambda: Target(sockets=1))
+    schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The plan document, plain JSON data (tuples become lists)."""
+        data = asdict(self)
+        data["target"]["port_range"] = list(self.target.port_range)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Plan:
+        """A plan document read back (plan.json, a renderer's siokit_plan); refuses another version."""
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise PlanError(
+                f"plan document schema_version {version!r}, this siokit reads {SCHEMA_VERSION}: re-plan with "
+                f"this siokit (siokit plan --json, or the plan role)"
+            )
+        try:
+            return _build(cls, data)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PlanError(f"not a plan document: {exc!r}") from None
+
+
+def _build(cls: type, data: Mapping[str, Any]) -> Any:
+    """A (nested) frozen dataclass from its asdict() form, every field required but defaulted ones."""
+    nested = {
+        "uwsgi": UwsgiPlan, "nginx": NginxPlan, "loadgen": LoadgenPlan, "memory": MemoryPlan, "target": Target,
+    }  # fmt: skip
+    known = {f.name for f in fields(cls)}
+    unknown = set(data) - known
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown field(s) {sorted(unknown)}")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        if name in nested and isinstance(value, Mapping):
+            value = _build(nested[name], value)
+        elif name == "port_range":
+            value = (int(value[0]), int(value[1]))
+        elif name in ("sysctls", "warnings"):
+            value = type(value)(value)
+        kwargs[name] = value
+    return cls(**kwargs)
 
 
 def _ceil_div(a: int | float, b: int | float) -> int:
@@ -243,6 +306,8 @@ def _plan_uwsgi(target: Target, app: HostFacts, per_host: int) -> UwsgiPlan:
     cap = app.nofile_hard - FD_RESERVE
     needed = max(app.cores, _ceil_div(per_host, cap))
     instances = target.uwsgi_instances_per_host or needed
+    if instances < 1:
+        raise PlanError(f"uwsgi_instances_per_host must be >= 1, got {instances}")
     if instances < _ceil_div(per_host, cap):
         raise PlanError(
             f"uwsgi_instances_per_host {instances} cannot hold {per_host} sockets per app host: "
@@ -252,6 +317,19 @@ def _plan_uwsgi(target: Target, app: HostFacts, per_host: int) -> UwsgiPlan:
     per_instance = _ceil_div(per_host, instances)
     # Each websocket holds an async core for its whole life; the margin serves polling and HTTP.
     async_cores = min(cap, per_instance + max(64, per_instance // 10))
+    if target.async_cores is not None:
+        async_cores = target.async_cores
+        if async_cores < per_instance:
+            raise PlanError(
+                f"async_cores {async_cores} is too few: every websocket holds an async core for its whole "
+                f"life, and {per_host} sockets per app host / {instances} instances = {per_instance} per "
+                f"instance; need async_cores >= {per_instance} (or more instances)"
+            )
+        if async_cores > cap:
+            raise PlanError(
+                f"async_cores {async_cores} is over what one instance can hold open: nofile_hard "
+                f"{app.nofile_hard} - reserve {FD_RESERVE} = {cap}; use async_cores <= {cap}"
+            )
     return UwsgiPlan(
         instances_per_host=instances,
         sockets_per_instance=per_instance,
@@ -261,10 +339,19 @@ def _plan_uwsgi(target: Target, app: HostFacts, per_host: int) -> UwsgiPlan:
     )
 
 
-def _plan_nginx(target: Target, lb: HostFacts, uwsgi: UwsgiPlan, range_size: int) -> NginxPlan:
+def _plan_nginx(target: Target, lb: HostFacts, uwsgi: UwsgiPlan, range_size: int, read_timeout: int) -> NginxPlan:
     cap = lb.nofile_hard - FD_RESERVE
     fds = math.ceil(2 * target.sockets * SPREAD_HEADROOM)  # downstream + upstream per client
     workers = max(lb.cores, _ceil_div(fds, cap))
+    if target.nginx_workers is not None:
+        workers = target.nginx_workers
+        if workers < _ceil_div(fds, cap):
+            raise PlanError(
+                f"nginx_workers {workers} is too few: {target.sockets} clients x 2 connections x "
+                f"{SPREAD_HEADROOM:g} spread = {fds} connections, but each worker holds at most nofile_hard "
+                f"{lb.nofile_hard} - reserve {FD_RESERVE} = {cap}; need >= ceil({fds} / {cap}) = "
+                f"{_ceil_div(fds, cap)} workers"
+            )
     worker_connections = _ceil_div(fds, workers)
     rlimit = min(lb.nofile_hard, worker_connections + FD_RESERVE)
     endpoints = uwsgi.instances_per_host * target.app_hosts
@@ -288,6 +375,7 @@ def _plan_nginx(target: Target, lb: HostFacts, uwsgi: UwsgiPlan, range_size: int
         sockets_per_upstream=per_upstream,
         usable_ports_per_upstream_and_source=usable,
         source_ips=source_ips,
+        proxy_read_timeout=read_timeout,
     )
 
 
@@ -296,23 +384,53 @@ def source_ips_needed(sockets: int, port_range: tuple[int, int] = DEFAULT_PORT_R
     return max(1, _ceil_div(sockets, int(_port_range_size(port_range) * BIND_PORT_FRACTION)))
 
 
-def _plan_loadgen(target: Target, gen: HostFacts, range_size: int) -> LoadgenPlan:
+def plan_loadgen(
+    sockets: int,
+    source_ips: int,
+    gen: HostFacts,
+    port_range: tuple[int, int] = DEFAULT_PORT_RANGE,
+    workers_per_source_ip: int | None = None,
+) -> LoadgenPlan:
+    """Size the load generator: clients per source IP, processes per source IP, open files per process.
+
+    plan() uses it for the loadgen group; `siokit load` without a plan document calls it for its own host.
+    """
+    if sockets < 1:
+        raise PlanError(f"sockets must be >= 1, got {sockets}")
+    if source_ips < 1:
+        raise PlanError(f"source_ips must be >= 1, got {source_ips}")
+    range_size = _port_range_size(port_range)
     usable = int(range_size * BIND_PORT_FRACTION)
-    needed = _ceil_div(target.sockets, usable)
-    if target.source_ips < needed:
+    needed = _ceil_div(sockets, usable)
+    if source_ips < needed:
         raise PlanError(
-            f"source_ips {target.source_ips} is too few for {target.sockets} sockets: each source IP "
+            f"source_ips {source_ips} is too few for {sockets} sockets: each source IP "
             f"gives {range_size} ports x {BIND_PORT_FRACTION:g} = {usable}, and "
-            f"{target.source_ips} x {usable} = {target.source_ips * usable} < {target.sockets}; "
+            f"{source_ips} x {usable} = {source_ips * usable} < {sockets}; "
             f"need >= {needed} source IPs"
         )
-    per_worker_cap = gen.nofile_hard - FD_RESERVE
-    workers = max(gen.cores, _ceil_div(target.sockets, per_worker_cap))
-    per_worker = _ceil_div(target.sockets, workers)
+    per_ip = _ceil_div(sockets, source_ips)
+    cap = gen.nofile_hard - FD_RESERVE
+    fewest = _ceil_div(per_ip, cap)
+    if workers_per_source_ip is None:
+        # One asyncio process per core at least: a client costs CPU, not only a file descriptor.
+        per_ip_workers = max(_ceil_div(gen.cores, source_ips), fewest)
+    else:
+        per_ip_workers = workers_per_source_ip
+        if per_ip_workers < fewest:
+            raise PlanError(
+                f"loadgen_workers_per_source_ip {per_ip_workers} is too few: {sockets} clients / {source_ips} "
+                f"source IPs = {per_ip} per IP, but one process holds at most nofile_hard {gen.nofile_hard} - "
+                f"reserve {FD_RESERVE} = {cap}; need >= ceil({per_ip} / {cap}) = {fewest} workers per source IP"
+            )
+    per_worker = _ceil_div(per_ip, per_ip_workers)
     return LoadgenPlan(
-        source_ips=target.source_ips,
+        source_ips=source_ips,
         usable_ports_per_source_ip=usable,
-        workers=workers,
+        clients=sockets,
+        clients_per_source_ip=per_ip,
+        workers_per_source_ip=per_ip_workers,
+        workers=per_ip_workers * source_ips,
         clients_per_worker=per_worker,
         limit_nofile=min(gen.nofile_hard, per_worker + FD_RESERVE),
     )
@@ -406,12 +524,14 @@ def plan(
     range_size = _port_range_size(target.port_range)
     interval, ping_cores = _ping_interval(target, app)
     per_host = _ceil_div(target.sockets, target.app_hosts)
-    uwsgi = _plan_uwsgi(target, app, per_host)
-    nginx = _plan_nginx(target, lb, uwsgi, range_size)
-    gen = _plan_loadgen(target, loadgen, range_size)
-    memory = _plan_memory(target, app, lb, loadgen, uwsgi, per_host)
     fanout_s, fanout_why = _fanout_seconds(target, app, lb, per_host)
     ping_timeout, warnings = _ping_timeout(target, fanout_s, fanout_why)
+    uwsgi = _plan_uwsgi(target, app, per_host)
+    nginx = _plan_nginx(target, lb, uwsgi, range_size, interval + ping_timeout + PROXY_READ_MARGIN_S)
+    gen = plan_loadgen(
+        target.sockets, target.source_ips, loadgen, target.port_range, target.loadgen_workers_per_source_ip
+    )
+    memory = _plan_memory(target, app, lb, loadgen, uwsgi, per_host)
     if target.colocated and app.nofile_hard < 65536:
         warnings.append(
             f"nofile hard limit is {app.nofile_hard}: {uwsgi.instances_per_host} uWSGI instances per "
@@ -431,32 +551,42 @@ def plan(
         memory=memory,
         sysctls=_sysctls(target, max(app.memory_gib, lb.memory_gib), max(uwsgi.limit_nofile, 1_048_576)),
         warnings=warnings,
+        target=target,
+    )
+
+
+# Keys of a plan input mapping (siokit_plan_input, the filter's spec) besides the three hosts' facts.
+_INT_INPUTS = (
+    "app_hosts", "source_ips", "lb_source_ips", "ping_interval", "ping_timeout", "uwsgi_instances_per_host",
+    "async_cores", "nginx_workers", "loadgen_workers_per_source_ip",
+)  # fmt: skip
+INPUT_KEYS = frozenset({"sockets", "port_range", "colocated", "app", "lb", "loadgen", *_INT_INPUTS})
+
+
+def target_from_mapping(spec: Mapping[str, Any]) -> Target:
+    """Planner input as plain data -> Target; an unknown key is refused (a typo would pin nothing)."""
+    unknown = set(spec) - INPUT_KEYS
+    if unknown:
+        raise PlanError(f"unknown planner input {sorted(unknown)}; known: {sorted(INPUT_KEYS)}")
+    port_range = spec.get("port_range") or DEFAULT_PORT_RANGE
+    if isinstance(port_range, str):
+        port_range = tuple(int(p) for p in port_range.split())
+    pinned = {k: int(spec[k]) for k in _INT_INPUTS if spec.get(k) is not None and spec.get(k) != ""}
+    return Target(
+        sockets=int(spec["sockets"]),
+        port_range=(int(port_range[0]), int(port_range[1])),
+        colocated=bool(spec.get("colocated", False)),
+        **pinned,
     )
 
 
 def plan_from_mapping(spec: Mapping[str, Any]) -> dict[str, Any]:
-    """Plain-data entry point for Ansible and the renderer.
+    """Plain-data entry point for Ansible and the renderer: the plan document.
 
-    spec: {"sockets", "app_hosts", "source_ips", "lb_source_ips", "ping_interval", "ping_timeout", "port_range",
-           "colocated", "uwsgi_instances_per_host", "app": facts, "lb": facts, "loadgen": facts}
-    where facts = {"cores", "memory_gib", "nofile_hard", "somaxconn"}.
+    spec: {"sockets", "port_range", "colocated", any of _INT_INPUTS, "app": facts, "lb": facts,
+           "loadgen": facts} where facts = {"cores", "memory_gib", "nofile_hard", "somaxconn"}.
     """
-    port_range = spec.get("port_range") or DEFAULT_PORT_RANGE
-    if isinstance(port_range, str):
-        port_range = tuple(int(p) for p in port_range.split())
-    target = Target(
-        sockets=int(spec["sockets"]),
-        app_hosts=int(spec.get("app_hosts", 1)),
-        source_ips=int(spec.get("source_ips", 1)),
-        lb_source_ips=int(spec["lb_source_ips"]) if spec.get("lb_source_ips") else None,
-        ping_interval=int(spec["ping_interval"]) if spec.get("ping_interval") else None,
-        ping_timeout=int(spec["ping_timeout"]) if spec.get("ping_timeout") else None,
-        port_range=(int(port_range[0]), int(port_range[1])),
-        colocated=bool(spec.get("colocated", False)),
-        uwsgi_instances_per_host=(
-            int(spec["uwsgi_instances_per_host"]) if spec.get("uwsgi_instances_per_host") else None
-        ),
-    )
+    target = target_from_mapping(spec)
     app = HostFacts.from_mapping(spec["app"])
     lb = HostFacts.from_mapping(spec["lb"]) if spec.get("lb") else None
     gen = HostFacts.from_mapping(spec["loadgen"]) if spec.get("loadgen") else None
@@ -476,13 +606,13 @@ def format_plan(p: Plan, host: HostFacts) -> str:
         f"LimitNOFILE={p.uwsgi.limit_nofile}, listen {p.uwsgi.listen}",
         f"nginx:   worker_processes {p.nginx.worker_processes}, worker_connections "
         f"{p.nginx.worker_connections}, worker_rlimit_nofile {p.nginx.worker_rlimit_nofile}, "
-        f"LimitNOFILE={p.nginx.limit_nofile}",
+        f"LimitNOFILE={p.nginx.limit_nofile}, proxy_read_timeout {p.nginx.proxy_read_timeout} s",
         f"         {p.nginx.upstream_endpoints} upstreams x {p.nginx.sockets_per_upstream} sockets; "
         f"{p.nginx.usable_ports_per_upstream_and_source} connect() ports per (lb source IP, upstream) "
         f"-> {p.nginx.source_ips} lb source IP(s)",
         f"loadgen: {p.loadgen.source_ips} source IPs x {p.loadgen.usable_ports_per_source_ip} ports, "
-        f"{p.loadgen.workers} worker processes x {p.loadgen.clients_per_worker} clients, "
-        f"LimitNOFILE={p.loadgen.limit_nofile}",
+        f"{p.loadgen.workers_per_source_ip} worker processes per source IP x {p.loadgen.clients_per_worker} "
+        f"clients, LimitNOFILE={p.loadgen.limit_nofile} each",
         f"Engine.IO ping interval {p.ping_interval} s -> {p.ping_cpu_cores:g} cores of idle pings; "
         f"ping timeout {p.ping_timeout} s (a broadcast to everyone fans out in ~{p.broadcast_fanout_s:g} s)",
         "",

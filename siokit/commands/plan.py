@@ -12,7 +12,7 @@ from siokit.facts import HostFacts, local_host_facts
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="siokit plan", description=__doc__)
-    p.add_argument("--sockets", type=int, required=True)
+    p.add_argument("--sockets", type=int, help="target concurrent sockets (required unless --schema)")
     p.add_argument("--cores", type=int, help="cores per host (default: this machine's)")
     p.add_argument("--memory-gib", type=float, help="memory per host (default: this machine's)")
     p.add_argument("--nofile-hard", type=int, help="hard RLIMIT_NOFILE (default: this machine's)")
@@ -22,13 +22,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--app-hosts", type=int, default=1)
     p.add_argument("--ping-interval", type=int, help="Engine.IO ping interval (default: planned)")
     p.add_argument("--ping-timeout", type=int, help="Engine.IO ping timeout (default: planned, >= 20 s)")
+    p.add_argument("--uwsgi-instances", type=int, help="uWSGI instances per app host (default: planned)")
+    p.add_argument("--async-cores", type=int, help="gevent async cores per instance (default: planned)")
+    p.add_argument("--nginx-workers", type=int, help="nginx worker processes (default: planned)")
+    p.add_argument("--loadgen-workers", type=int, help="load generator processes per source IP (default: planned)")
     p.add_argument("--colocated", action="store_true", help="every group on this one host")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="the plan document (siokit/plan.schema.json)")
+    p.add_argument("--schema", action="store_true", help="print the plan document's JSON Schema and exit")
     return p
 
 
 def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.schema:
+        from siokit.plan_schema import schema_text
+
+        print(schema_text(), end="")
+        return 0
+    if args.sockets is None:
+        parser.error("--sockets is required")
     here = local_host_facts()
     host = HostFacts(
         cores=args.cores or here.cores,
@@ -44,6 +57,10 @@ def main(argv: list[str]) -> int:
         ping_interval=args.ping_interval,
         ping_timeout=args.ping_timeout,
         colocated=args.colocated,
+        uwsgi_instances_per_host=args.uwsgi_instances,
+        async_cores=args.async_cores,
+        nginx_workers=args.nginx_workers,
+        loadgen_workers_per_source_ip=args.loadgen_workers,
     )
     try:
         result = planner.plan(target, host)

@@ -20,7 +20,7 @@ import resource
 import time
 import traceback
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .client import ClientConfig, VirtualClient
@@ -49,7 +49,6 @@ class WorkerPlan:
     backoff_max: float = 30.0
     hold: float | None = None  # seconds; None = until the parent says stop
     nofile: int = 0  # soft RLIMIT_NOFILE to set in the worker
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 DRAIN_MAX = 3.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -168,3 +169,56 @@ def test_a_pinned_ping_timeout_below_the_fanout_is_refused_with_the_arithmetic()
     with pytest.raises(PlanError, match=r"ping_timeout 20 s is shorter than a broadcast .* x 1.5 margin = \d+ s"):
         plan(Target(**million, ping_timeout=20), slow)  # type: ignore[arg-type]
     assert plan(Target(**million, ping_timeout=600), slow).ping_timeout == 600  # type: ignore[arg-type]
+
+
+# Pinned values (siokit_plan_input) are planner input: accepted when they hold the target, refused
+# with the arithmetic when they do not.
+CLUSTER = Target(sockets=160_000, app_hosts=2, source_ips=4, colocated=True)
+
+
+def test_refuses_too_few_async_cores_with_the_arithmetic() -> None:
+    with pytest.raises(PlanError, match=r"async_cores 1000 is too few: .* 80000 sockets per app host / 5 instances "
+                                        r"= 16000 per instance; need async_cores >= 16000"):
+        plan(replace(CLUSTER, async_cores=1000), THIS_HOST)
+
+
+def test_refuses_more_async_cores_than_an_instance_can_hold_open() -> None:
+    with pytest.raises(PlanError, match=r"nofile_hard 20000 - reserve 512 = 19488; use async_cores <= 19488"):
+        plan(replace(CLUSTER, async_cores=30_000), THIS_HOST)
+
+
+def test_refuses_too_few_nginx_workers_with_the_arithmetic() -> None:
+    with pytest.raises(PlanError, match=r"nginx_workers 4 is too few: 160000 clients x 2 connections x 1.25 spread = "
+                                        r"400000 connections.*need >= ceil\(400000 / 19488\) = 21 workers"):
+        plan(replace(CLUSTER, nginx_workers=4), THIS_HOST)
+
+
+def test_refuses_too_few_load_workers_with_the_arithmetic() -> None:
+    with pytest.raises(PlanError, match=r"160000 clients / 4 source IPs = 40000 per IP.*"
+                                        r"need >= ceil\(40000 / 19488\) = 3 workers per source IP"):
+        plan(replace(CLUSTER, loadgen_workers_per_source_ip=1), THIS_HOST)
+
+
+def test_pins_that_hold_the_target_are_what_the_plan_says() -> None:
+    p = plan(replace(CLUSTER, async_cores=16_500, nginx_workers=24, loadgen_workers_per_source_ip=4,
+                     uwsgi_instances_per_host=6, ping_interval=120, ping_timeout=60), THIS_HOST)
+    assert (p.uwsgi.async_cores, p.nginx.worker_processes, p.loadgen.workers_per_source_ip) == (16_500, 24, 4)
+    assert p.uwsgi.limit_nofile == 16_500 + FD_RESERVE
+    assert p.loadgen.workers == 16 and p.loadgen.clients_per_worker == 10_000
+    # nginx outwaits the pinned ping interval + timeout, from the plan, not from a role variable.
+    assert p.nginx.proxy_read_timeout == 120 + 60 + planner.PROXY_READ_MARGIN_S
+
+
+@pytest.mark.parametrize("key", ["uwsgi_instances_per_host", "async_cores", "nginx_workers",
+                                 "loadgen_workers_per_source_ip", "ping_interval", "ping_timeout"])
+def test_every_pin_goes_through_plan_from_mapping(key: str) -> None:
+    """siokit_plan_input reaches the planner for every value an operator may pin."""
+    spec = {"sockets": 160_000, "app_hosts": 2, "source_ips": 4, "colocated": True, "app": THIS_HOST.to_dict()}
+    with pytest.raises(PlanError, match=rf"{key} 1 "):
+        planner.plan_from_mapping({**spec, key: 1})
+
+
+def test_plan_loadgen_is_what_plan_uses() -> None:
+    p = plan(CLUSTER, THIS_HOST)
+    assert planner.plan_loadgen(160_000, 4, THIS_HOST) == p.loadgen
+    assert p.loadgen.workers == p.loadgen.workers_per_source_ip * p.loadgen.source_ips
