@@ -17,8 +17,8 @@ from typing import Any
 from siokit.facts import HostFacts
 
 __all__ = [
-    "SCHEMA_VERSION", "HostFacts", "LoadgenPlan", "Plan", "PlanError", "Target", "format_plan", "plan",
-    "plan_from_mapping", "plan_loadgen",
+    "SCHEMA_VERSION", "HostFacts", "LoadgenPlan", "Plan", "PlanError", "PlanInputError", "Target", "format_plan",
+    "plan", "plan_from_mapping", "plan_loadgen",
 ]  # fmt: skip
 
 # Version of the plan document (`siokit plan --json`, /etc/siokit/plan.json, the renderer's siokit_plan).
@@ -87,6 +87,10 @@ DEFAULT_LISTEN_BACKLOG = 4096
 
 class PlanError(ValueError):
     """A target the hosts cannot meet; the message carries the arithmetic."""
+
+
+class PlanInputError(PlanError):
+    """Planner input that is not planner input (an unknown key): nothing was planned."""
 
 
 def _check_facts(role: str, facts: HostFacts) -> None:
@@ -567,7 +571,7 @@ def target_from_mapping(spec: Mapping[str, Any]) -> Target:
     """Planner input as plain data -> Target; an unknown key is refused (a typo would pin nothing)."""
     unknown = set(spec) - INPUT_KEYS
     if unknown:
-        raise PlanError(f"unknown planner input {sorted(unknown)}; known: {sorted(INPUT_KEYS)}")
+        raise PlanInputError(f"unknown planner input {sorted(unknown)}; known: {sorted(INPUT_KEYS)}")
     port_range = spec.get("port_range") or DEFAULT_PORT_RANGE
     if isinstance(port_range, str):
         port_range = tuple(int(p) for p in port_range.split())

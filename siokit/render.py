@@ -25,6 +25,7 @@ from siokit.facts import local_facts
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES_DIR = ROOT / "templates"
 ANSIBLE_DIR = ROOT / "ansible"
+REFUSED_FILE = ANSIBLE_DIR / "roles" / "plan" / "vars" / "main.yml"
 # Ansible's per-template override line: "#jinja2: trim_blocks: True, lstrip_blocks: True".
 JINJA2_OVERRIDE = "#jinja2:"
 
@@ -126,22 +127,46 @@ class LazyVars(Mapping[str, Any]):
         return len(self._raw)
 
 
-def build_vars(user_vars: Mapping[str, Any]) -> LazyVars:
-    """Defaults, overlaid with the user's variables, plus `siokit_plan` when not given.
+def refused_variables() -> dict[str, str]:
+    """Variables that would change a planned value, and the planner input to pin instead.
 
+    The plan role's list (ansible/roles/plan/vars/main.yml): one list for Ansible and the renderer.
+    """
+    data = yaml.safe_load(REFUSED_FILE.read_text())
+    return dict(data["plan_refused_variables"])
+
+
+def build_vars(user_vars: Mapping[str, Any]) -> LazyVars:
+    """Defaults, overlaid with the user's variables, plus `siokit_plan`.
+
+    `siokit_plan` is the plan document when given (checked: its schema version and shape), else
+    planned once here from `siokit_plan_input`. A variable that would change a planned value behind
+    the planner's back is refused, as the plan role refuses it in an inventory.
     The facts Ansible knows about the host being configured default to this machine's name and
     127.0.0.1 (so the uWSGI instances bind loopback, never every address, unless told otherwise).
     """
+    refused = refused_variables()
+    for name in user_vars:
+        if name in refused:
+            raise RenderError(
+                f"{name} is no longer a setting: the capacity planner sizes it (siokit_plan), and the "
+                f"templates read the plan. Pin planner input instead, where it is checked with the "
+                f"arithmetic: siokit_plan_input: {refused[name]}"
+            )
     merged = load_defaults()
     merged.setdefault("inventory_hostname", socket.gethostname())
     merged.setdefault("siokit_host_address", "127.0.0.1")
     merged.update(user_vars)
-    if "siokit_plan" not in merged:
+    if "siokit_plan" in merged:
+        document = merged["siokit_plan"]
+        plan = document if isinstance(document, planner.Plan) else planner.Plan.from_dict(document)
+    else:
         spec = dict(merged.get("siokit_plan_input") or {})
         spec.setdefault("sockets", merged["siokit_target_sockets"])
         spec.setdefault("source_ips", merged.get("siokit_loadgen_source_ips", 1))
         spec.setdefault("app", local_facts())
-        merged["siokit_plan"] = planner.plan_from_mapping(spec)
+        plan = planner.Plan.from_dict(planner.plan_from_mapping(spec))
+    merged["siokit_plan"] = plan.to_dict()
     return LazyVars(merged)
 
 

@@ -28,6 +28,8 @@ def siokit_plan(spec: dict[str, Any]) -> dict[str, Any]:
     """The capacity plan for spec (see planner.plan_from_mapping)."""
     try:
         return planner.plan_from_mapping(dict(spec))
+    except planner.PlanInputError as exc:
+        raise AnsibleFilterError(f"siokit_plan: bad plan input: {exc}") from exc
     except planner.PlanError as exc:
         raise AnsibleFilterError(f"siokit_plan: impossible target: {exc}") from exc
     except (KeyError, TypeError, ValueError) as exc:
@@ -69,7 +71,7 @@ def siokit_upstreams(hostvars: Any, hosts: list[str], plan: dict[str, Any]) -> l
     """'address:port' of every uWSGI instance of every host, in inventory order.
 
     A host's address is its `siokit_host_address` (set by the plan role); its ports start at its `app_base_port`
-    (default: the plan's) and there are `app_instances` of them (default: the plan's).
+    (default: the plan's) and there are the plan's uwsgi.instances_per_host of them.
     """
     servers = []
     for host in hosts:
@@ -78,7 +80,7 @@ def siokit_upstreams(hostvars: Any, hosts: list[str], plan: dict[str, Any]) -> l
         if not address:
             raise AnsibleFilterError(f"siokit_upstreams: {host} has no siokit_host_address (run the plan role first)")
         base = int(hv.get("app_base_port", plan["uwsgi"]["base_port"]))
-        count = int(hv.get("app_instances", plan["uwsgi"]["instances_per_host"]))
+        count = int(plan["uwsgi"]["instances_per_host"])
         servers += [f"{address}:{port}" for port in range(base, base + count)]
     return servers
 

@@ -71,7 +71,7 @@ def test_nginx_accepts_rendered_config(tmp_path: Path, extra: dict[str, Any]) ->
 
 def test_nginx_rejects_a_broken_render(tmp_path: Path) -> None:
     """The check can fail: a config nginx does not accept is caught."""
-    render_all(deployment_vars(tmp_path, nginx_worker_connections="many"), tmp_path)
+    render_all(deployment_vars(tmp_path, nginx_proxy_buffer_size="many"), tmp_path)
     result = nginx_t(tmp_path)
     assert result.returncode != 0
 

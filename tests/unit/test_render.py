@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from siokit import planner
 from siokit.render import TEMPLATES, RenderError, render_all
 
 BASE: dict[str, Any] = {
@@ -142,3 +143,21 @@ def test_redis_secrets_encoded_and_quoted(tmp_path: Path) -> None:
     user = 'user siokit on resetpass ">a@b:c/d \\"e\\\\f" resetkeys resetchannels &flask-socketio -@all +publish'
     assert user in conf
     assert "user default off" in conf and "requirepass" not in conf
+
+
+@pytest.mark.parametrize("name", ["app_instances", "app_async_cores", "nginx_worker_connections",
+                                  "nginx_proxy_read_timeout", "loadgen_limit_nofile", "app_ping_interval"])
+def test_a_variable_behind_the_planners_back_is_refused(tmp_path: Path, name: str) -> None:
+    """The plan role's list, refused by the renderer too, pointing at the planner input."""
+    with pytest.raises(RenderError, match=rf"{name} is no longer a setting.*siokit_plan_input: "):
+        render_all({**BASE, name: 7}, tmp_path)
+
+
+def test_a_given_plan_document_is_checked_not_trusted(tmp_path: Path) -> None:
+    from siokit.planner import PlanError
+
+    doc = planner.plan_from_mapping({"sockets": 1000, "app": {"cores": 2, "memory_gib": 4, "nofile_hard": 20000}})
+    out = render(tmp_path, siokit_plan=doc)
+    assert f"gevent = {doc['uwsgi']['async_cores']}" in out["uwsgi/siokit.ini"]
+    with pytest.raises(PlanError, match="schema_version"):
+        render_all({**BASE, "siokit_plan": {**doc, "schema_version": 0}}, tmp_path)
