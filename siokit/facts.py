@@ -51,6 +51,19 @@ def _somaxconn() -> int:
         return DEFAULT_SOMAXCONN
 
 
+# The kernel's default ip_local_port_range, assumed when this host's cannot be read.
+DEFAULT_LOCAL_PORT_RANGE = (32768, 60999)
+
+
+def local_port_range() -> tuple[int, int]:
+    """This machine's net.ipv4.ip_local_port_range (the ports a bound client socket can get)."""
+    try:
+        low, high = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        return DEFAULT_LOCAL_PORT_RANGE
+    return low, high
+
+
 def local_host_facts() -> HostFacts:
     """This machine's cores, memory, hard open-file limit and somaxconn."""
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

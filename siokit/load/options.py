@@ -8,11 +8,15 @@ import json
 import math
 import os
 import resource
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .worker import WorkerPlan, fds_needed, split_evenly
+from siokit import planner
+from siokit.facts import MAX_NOFILE, local_host_facts, local_port_range
+
+from .worker import WorkerPlan, split_evenly
 
 DESCRIPTION = """\
 Open many Socket.IO clients (exactly one TCP connection each) against a server, hold them,
@@ -22,6 +26,10 @@ reason, connections held over time, echo and broadcast fan-out latency (JSON + H
 Shape of the original load client: --bind A,B,C,D --workers 2 --batch-size 500 --batch-round 10
 starts 2 processes per source address, each opening 500 connections per round for 10 rounds
 (40,000 clients). --connections N sets the total instead and splits it evenly.
+
+Processes and open files per process are the capacity planner's (siokit/planner.py plan_loadgen):
+from --plan FILE (the deployment's plan document, e.g. /etc/siokit/plan.json), or planned here
+for this host's cores, open-file hard limit and ip_local_port_range.
 """
 
 EPILOG = """\
@@ -31,8 +39,6 @@ examples:
       --batch-size 500 --batch-round 10 --echo-every 10 --broadcast-every 5 --admin-token-file token.txt \\
       --report load.json
 """
-
-FD_OVERHEAD = 64
 
 
 class UsageError(ValueError):
@@ -112,7 +118,13 @@ def build_parser(prog: str = "siokit load") -> argparse.ArgumentParser:
         "--workers",
         type=_positive_int,
         default=None,
-        help="processes per source IP (default: the fewest that fit RLIMIT_NOFILE)",
+        help="processes per source IP, checked by the planner (default: planned; not with --plan)",
+    )
+    scale.add_argument(
+        "--plan",
+        default=None,
+        help="the plan document (siokit plan --json, /etc/siokit/plan.json): processes, clients and open "
+        "files per process are its loadgen sizing; --connections defaults to its sockets",
     )
     scale.add_argument(
         "--connections",
@@ -207,15 +219,6 @@ def _read_token_file(path: str) -> str:
     return token
 
 
-def _port_range() -> int:
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as fh:
-            lo, hi = (int(x) for x in fh.read().split())
-        return hi - lo + 1
-    except (OSError, ValueError):
-        return 28232
-
-
 def _validate_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https", "ws", "wss") or not parts.hostname:
@@ -243,8 +246,64 @@ def _validate_binds(text: str) -> list[str | None]:
     return out
 
 
-def make_plan(args: argparse.Namespace, nofile: tuple[int, int] | None = None) -> Plan:
-    """Validate the arguments and split the work into per-process plans. Raises UsageError."""
+def _read_plan(path: str) -> planner.Plan:
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--plan {path}: cannot read the plan document: {exc}") from None
+    try:
+        return planner.Plan.from_dict(data)
+    except planner.PlanError as exc:
+        raise UsageError(f"--plan {path}: {exc}") from None
+
+
+def _sizing(
+    args: argparse.Namespace,
+    total: int,
+    sources: int,
+    nofile: tuple[int, int] | None,
+    cores: int | None,
+    port_range: tuple[int, int] | None,
+) -> planner.LoadgenPlan:
+    """The planner's load generator sizing: the plan document's, or planned here for this host."""
+    if args.plan:
+        if args.workers is not None:
+            raise UsageError(
+                "--workers with --plan: the plan sizes the processes; pin loadgen_workers_per_source_ip in "
+                "the planner input (siokit_plan_input) instead"
+            )
+        sizing = _read_plan(args.plan).loadgen
+        per_ip = math.ceil(total / sources)
+        if per_ip > sizing.clients_per_source_ip:
+            raise UsageError(
+                f"{total} clients over {sources} source IP(s) = {per_ip} per IP, but the plan ({args.plan}) "
+                f"sized {sizing.clients_per_source_ip} per IP ({sizing.clients} clients / {sizing.source_ips} "
+                f"source IPs): give more --bind addresses, fewer --connections, or re-plan"
+            )
+        return sizing
+    here = local_host_facts()
+    hard = (nofile or resource.getrlimit(resource.RLIMIT_NOFILE))[1]
+    facts = replace(
+        here,
+        cores=cores or here.cores,
+        nofile_hard=MAX_NOFILE if hard == resource.RLIM_INFINITY else min(hard, MAX_NOFILE),
+    )
+    try:
+        return planner.plan_loadgen(total, sources, facts, port_range or local_port_range(), args.workers)
+    except planner.PlanError as exc:
+        raise UsageError(f"{exc} (--bind gives the source IPs, --workers the processes per source IP)") from None
+
+
+def make_plan(
+    args: argparse.Namespace,
+    nofile: tuple[int, int] | None = None,
+    cores: int | None = None,
+    port_range: tuple[int, int] | None = None,
+) -> Plan:
+    """Validate the arguments and split the work into per-process plans. Raises UsageError.
+
+    nofile (soft, hard), cores and port_range stand for this host's when given (tests).
+    """
     if args.url and args.port:
         raise UsageError("give --url or --port, not both")
     if not args.url and not args.port:
@@ -260,12 +319,6 @@ def make_plan(args: argparse.Namespace, nofile: tuple[int, int] | None = None) -
     if not args.namespace.startswith("/"):
         raise UsageError("--namespace must start with '/'")
 
-    _soft, hard = nofile or resource.getrlimit(resource.RLIMIT_NOFILE)
-    limit = hard if hard != resource.RLIM_INFINITY else 1 << 20
-    max_per_proc = max(0, limit - FD_OVERHEAD) * 100 // 101  # inverse of fds_needed()
-    if max_per_proc <= 0:
-        raise UsageError(f"RLIMIT_NOFILE hard limit {hard} leaves no room for client sockets")
-
     if args.connections is not None:
         total = args.connections
         if args.batch_round is not None:
@@ -273,6 +326,8 @@ def make_plan(args: argparse.Namespace, nofile: tuple[int, int] | None = None) -
                 "--batch-round only applies without --connections "
                 "(with --connections, rounds = clients per process / --batch-size)"
             )
+    elif args.plan and args.batch_round is None:
+        total = _read_plan(args.plan).loadgen.clients
     else:
         rounds = args.batch_round or 1
         procs_per_bind = args.workers or 1
@@ -283,27 +338,15 @@ def make_plan(args: argparse.Namespace, nofile: tuple[int, int] | None = None) -
             raise UsageError("give --echo-every or --echo-rate, not both")
         args.echo_every = total / args.echo_rate  # every client once per this many s -> echo_rate/s
 
-    per_bind = split_evenly(total, len(binds))
-    ports = _port_range()
-    if max(per_bind) > ports:
-        need = math.ceil(total / ports)
+    sizing = _sizing(args, total, len(binds), nofile, cores, port_range)
+    hard = (nofile or resource.getrlimit(resource.RLIMIT_NOFILE))[1]
+    if hard != resource.RLIM_INFINITY and sizing.limit_nofile > hard:
         raise UsageError(
-            f"{max(per_bind)} clients per source IP exceed the {ports} local ports of "
-            f"ip_local_port_range for one destination: use at least {need} --bind addresses"
+            f"the plan gives each process LimitNOFILE={sizing.limit_nofile}, above this host's hard limit "
+            f"RLIMIT_NOFILE={hard}: plan for this host's facts (or run under the planned limit)"
         )
-
-    min_workers = math.ceil(max(per_bind) / max_per_proc)
-    if args.workers is None:
-        workers = max(1, min_workers)
-    else:
-        workers = args.workers
-        if workers < min_workers:
-            per_proc = math.ceil(max(per_bind) / workers)
-            raise UsageError(
-                f"{per_proc} clients per process need {fds_needed(per_proc)} open files, above the "
-                f"per-process hard limit RLIMIT_NOFILE={hard}: use --workers {min_workers} or more "
-                f"(or more --bind addresses)"
-            )
+    per_bind = split_evenly(total, len(binds))
+    workers = sizing.workers_per_source_ip
     nprocs = workers * len(binds)
     conc = max(1, args.concurrency // nprocs)
     plans: list[WorkerPlan] = []
@@ -331,7 +374,7 @@ def make_plan(args: argparse.Namespace, nofile: tuple[int, int] | None = None) -
                     backoff_min=args.reconnect_min,
                     backoff_max=max(args.reconnect_min, args.reconnect_max),
                     hold=args.hold,
-                    nofile=min(limit, fds_needed(n) + (2 if wid == 0 else 0)),
+                    nofile=sizing.limit_nofile,  # clients + the planner's fd reserve (admin client too)
                 )
             )
     html = args.html

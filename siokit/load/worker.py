@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import math
 import os
 import resource
 import time
@@ -282,8 +281,3 @@ def _loop_factory() -> Any:
 def split_evenly(total: int, parts: int) -> list[int]:
     base, rest = divmod(total, parts)
     return [base + (1 if i < rest else 0) for i in range(parts)]
-
-
-def fds_needed(connections: int) -> int:
-    """Open files a worker needs for ``connections`` clients: one socket each plus headroom."""
-    return connections + 64 + math.ceil(connections * 0.01)
