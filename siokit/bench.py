@@ -23,8 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from siokit import planner, procstats, slo
-from siokit.facts import local_facts
+from siokit import procstats, slo, sysctls
 from siokit.render import ROOT
 
 KB = 1024
@@ -110,20 +109,23 @@ def compare_counts(report: dict[str, Any], samples: list[dict[str, Any]]) -> dic
     return out
 
 
-def tune_host(sysctls: dict[str, str]) -> dict[str, str]:
-    """Apply the planner's sysctls on this host where allowed; return what could not be set and why."""
-    skipped = {}
-    for key, value in sysctls.items():
-        path = Path("/proc/sys") / key.replace(".", "/")
+def tune_host(wanted: dict[str, str], proc_sys: Path = Path("/proc/sys")) -> dict[str, str]:
+    """Apply the planner's sysctls on this host under the tuning role's rule (siokit/sysctls.py: never
+    lower a limit the host has higher, skip what is read-only or missing); return what was skipped and why."""
+    paths = {name: proc_sys / name.replace(".", "/") for name in wanted}
+    seen: dict[str, tuple[str, str]] = {}
+    for name, path in paths.items():
         if not path.exists():
-            skipped[key] = "no such sysctl here (module not loaded)"
-            continue
+            continue  # "missing": the module is not loaded (nf_conntrack)
+        state = "rw" if os.access(path, os.W_OK) else "ro"
+        seen[name] = (state, sysctls.norm(path.read_text()))
+    decided = sysctls.actions(wanted, seen)
+    skipped = {s["name"]: s["reason"] for s in decided["skipped"]}
+    for name, value in decided["apply"].items():
         try:
-            current = " ".join(path.read_text().split())
-            if current != " ".join(value.split()):
-                path.write_text(value)
+            paths[name].write_text(value)
         except OSError as exc:
-            skipped[key] = exc.strerror or str(exc)
+            skipped[name] = exc.strerror or str(exc)
     return skipped
 
 
@@ -251,26 +253,22 @@ def run(target: Target, load_args: list[str], out: Path, key: str, floor_gib: fl
 def loopback_target(args: argparse.Namespace, out: Path) -> Target:
     from siokit import local
 
-    facts = local_facts()
-    sources = planner.source_ips_needed(args.connections)
-    plan = planner.plan(
-        planner.Target(sockets=args.connections, source_ips=sources, colocated=True),
-        planner.HostFacts(facts["cores"], facts["memory_gib"], facts["nofile_hard"], facts["somaxconn"]),
-    )
-    skipped = tune_host({k: v for k, v in plan.sysctls.items() if not k.startswith("fs.")})
+    # Planned once: the stack renders this plan, the load generator reads it (--plan), the sysctls are its.
+    plan = local.plan_loopback(args.connections)
+    skipped = tune_host(plan.sysctls)
     for key, why in skipped.items():
         print(f"bench: sysctl {key} not set: {why}", file=sys.stderr)
     state = Path(args.state_dir).resolve()
     local.down(state)
-    stack = local.LocalStack(state_dir=state, port=args.port, instances=plan.uwsgi.instances_per_host,
-                             balance="hash_remote_addr", sockets=args.connections)
+    stack = local.LocalStack(state_dir=state, port=args.port, balance="hash_remote_addr", plan=plan)
     local.up(stack)
-    binds = [f"127.0.0.{i}" for i in range(2, 2 + sources)]
+    binds = [f"127.0.0.{i}" for i in range(2, 2 + plan.loadgen.source_ips)]
     return Target(
         name=f"loopback ({plan.uwsgi.instances_per_host} uWSGI instances, nginx {plan.nginx.worker_processes} "
              f"workers, hash_remote_addr)",
         url=stack.url, binds=binds, admin_token=stack.admin_secret,
-        load_cmd_prefix=[sys.executable, "-m", "siokit.load"], report_path=str(out / "load-report.json"),
+        load_cmd_prefix=[sys.executable, "-m", "siokit.load", "--plan", str(stack.plan_file)],
+        report_path=str(out / "load-report.json"),
         roots={pid: None for pid in stack.pids.values()},
         instance_urls=[f"http://127.0.0.1:{p}" for p in stack.app_ports],
     )

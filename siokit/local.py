@@ -24,20 +24,35 @@ from pathlib import Path
 from typing import Any
 
 from siokit import planner
-from siokit.facts import local_facts
+from siokit.facts import local_host_facts
 from siokit.render import ROOT, render_all
 
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 
 
+def plan_loopback(sockets: int, instances: int | None = None) -> planner.Plan:
+    """The plan of a loopback stack: every group on this host, sized on its facts, computed once."""
+    target = planner.Target(
+        sockets=sockets,
+        source_ips=planner.source_ips_needed(sockets),
+        colocated=True,
+        uwsgi_instances_per_host=instances,
+    )
+    return planner.plan(target, local_host_facts())
+
+
 @dataclass
 class LocalStack:
+    """A loopback stack. Give it `plan` (the one plan document, e.g. the bench's), or `sockets` and
+    `instances` and it plans once itself; either way every file is rendered from that one plan."""
+
     state_dir: Path
     port: int = 8080
-    instances: int = 2
+    instances: int | None = 2
     balance: str = "ip_hash"
     sockets: int = 2000
+    plan: planner.Plan | None = None
     # nginx's per-address limits skip these (the loopback load tests bind 127.0.0.x).
     limit_exempt: list[str] = field(default_factory=lambda: ["127.0.0.0/8"])
     # Any other template variable, applied last (tests: TLS, monitoring networks, a small nginx limit).
@@ -47,6 +62,22 @@ class LocalStack:
     redis_password: str = ""
     admin_secret: str = ""
     pids: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.plan is None:
+            self.plan = plan_loopback(self.sockets, self.instances)
+        self.instances = self.plan.uwsgi.instances_per_host
+        self.sockets = self.plan.sockets
+
+    @property
+    def planned(self) -> planner.Plan:
+        assert self.plan is not None  # set in __post_init__
+        return self.plan
+
+    @property
+    def plan_file(self) -> Path:
+        """The plan document of this stack (what `siokit load --plan` reads)."""
+        return self.state_dir / "plan.json"
 
     @property
     def url(self) -> str:
@@ -63,13 +94,19 @@ class LocalStack:
     def save(self) -> None:
         data = asdict(self)
         data["state_dir"] = str(self.state_dir)
+        data["plan"] = self.planned.to_dict()
         self.state_file.write_text(json.dumps(data, indent=2))
         self.state_file.chmod(0o600)  # holds the generated secrets
+        self.plan_file.write_text(json.dumps(data["plan"], indent=2, sort_keys=True) + "\n")
 
     @classmethod
     def load(cls, state_dir: Path) -> LocalStack:
         data = json.loads((state_dir / "stack.json").read_text())
         data["state_dir"] = Path(data["state_dir"])
+        try:
+            data["plan"] = planner.Plan.from_dict(data.get("plan") or {})
+        except planner.PlanError:
+            data["plan"] = None  # a stack started by an older siokit: still stoppable, planned anew
         return cls(**data)
 
     def variables(self) -> dict[str, Any]:
@@ -77,13 +114,7 @@ class LocalStack:
         s = self.state_dir
         venv = Path(sys.prefix)
         return {
-            "siokit_plan_input": {
-                "sockets": self.sockets,
-                "source_ips": planner.source_ips_needed(self.sockets),
-                "colocated": True,
-                "uwsgi_instances_per_host": self.instances,
-                "app": local_facts(),
-            },
+            "siokit_plan": self.planned.to_dict(),
             "siokit_redis_password": self.redis_password,
             "siokit_admin_secret": self.admin_secret,
             "siokit_redis_host": "127.0.0.1",
@@ -200,7 +231,7 @@ def up(stack: LocalStack) -> LocalStack:
     base = _free_port(stack.port + 10)
     stack.app_ports = []
     port = base
-    while len(stack.app_ports) < stack.instances:
+    while len(stack.app_ports) < stack.planned.uwsgi.instances_per_host:
         port = _free_port(port)
         stack.app_ports.append(port)
         port += 1
@@ -300,12 +331,14 @@ def main(args: argparse.Namespace) -> int:
         for name, alive in result.items():
             print(f"{name}: {'running' if alive else 'stopped'}")
         return 0 if result and all(result.values()) else 1
+    try:
+        plan = plan_loopback(args.sockets, args.instances)
+    except planner.PlanError as exc:
+        print(f"siokit local up: impossible target: {exc}", file=sys.stderr)
+        return 2
     down(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
-    stack = LocalStack(
-        state_dir=state_dir, port=args.port, instances=args.instances,
-        balance=args.balance, sockets=args.sockets,
-    )
+    stack = LocalStack(state_dir=state_dir, port=args.port, balance=args.balance, plan=plan)
     try:
         up(stack)
     except Exception as exc:

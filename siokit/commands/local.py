@@ -8,7 +8,7 @@ import argparse
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="siokit local", description=__doc__)
     p.add_argument("action", choices=["up", "down", "status"])
-    p.add_argument("--instances", type=int, default=2)
+    p.add_argument("--instances", type=int, default=2, help="uWSGI instances, a planner input it checks")
     p.add_argument("--port", type=int, default=8080, help="nginx port on 127.0.0.1")
     p.add_argument("--balance", default="ip_hash", choices=["ip_hash", "hash_remote_addr", "least_conn"])
     p.add_argument("--state-dir", default=".siokit/local")
