@@ -44,6 +44,13 @@ die() { log "ERROR: $*"; exit 1; }
 [ -x "$MOLECULE" ] || die "$MOLECULE not found: create the venv first (make venv)"
 mkdir -p "$SIOKIT_STATE_DIR"
 
+# The containers' network-namespace sysctls are the planner's, for the cluster's target (the kit's
+# defaults, every group on this machine's cores): molecule.yml reads them from here, since a
+# container gets them only at creation.
+SIOKIT_CONTAINER_SYSCTLS="$("$ROOT/.venv/bin/python" -m siokit.cli plan --kit-defaults --colocated --container-sysctls)" \
+    || die "siokit plan refused the cluster's target (see above)"
+export SIOKIT_CONTAINER_SYSCTLS
+
 # step NAME CMD...: run and record the wall time (seconds) in .siokit/cluster-timings.log
 step() {
     local name="$1"; shift

@@ -19,6 +19,18 @@ RAISE_ONLY = frozenset({
     "net.netfilter.nf_conntrack_max",
 })
 PORT_RANGE = "net.ipv4.ip_local_port_range"
+# Planned sysctls that belong to a network namespace, so a container gets them at creation
+# (`docker run --sysctl`, molecule's platform `sysctls`); its /proc/sys is read-only afterwards.
+# The rest (fs.*, net.core.netdev_max_backlog, net.ipv4.tcp_mem, nf_conntrack_max) are host-wide.
+CONTAINER_SETTABLE = frozenset({
+    "net.core.somaxconn",
+    "net.ipv4.ip_local_port_range",
+    "net.ipv4.tcp_tw_reuse",
+    "net.ipv4.tcp_fin_timeout",
+    "net.ipv4.tcp_max_syn_backlog",
+    "net.ipv4.tcp_rmem",
+    "net.ipv4.tcp_wmem",
+})
 
 
 def norm(value: Any) -> str:
@@ -37,6 +49,11 @@ def satisfied(key: str, current: str, wanted: Any) -> bool:
     if key == PORT_RANGE and len(c) == len(w) == 2:
         return c[0] <= w[0] and c[1] >= w[1]  # a wider range is fine
     return key in RAISE_ONLY and len(c) == len(w) == 1 and c[0] >= w[0]
+
+
+def container_settable(planned: Mapping[str, Any]) -> dict[str, str]:
+    """The planned sysctls a container can be created with (the Molecule scenarios' platforms)."""
+    return {name: norm(value) for name, value in planned.items() if name in CONTAINER_SETTABLE}
 
 
 def actions(wanted: Mapping[str, Any], seen: Mapping[str, tuple[str, str]]) -> dict[str, Any]:

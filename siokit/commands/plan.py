@@ -12,12 +12,17 @@ from siokit.facts import HostFacts, local_host_facts
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="siokit plan", description=__doc__)
-    p.add_argument("--sockets", type=int, help="target concurrent sockets (required unless --schema)")
+    p.add_argument("--sockets", type=int, help="target concurrent sockets (required unless --schema/--kit-defaults)")
+    p.add_argument(
+        "--kit-defaults",
+        action="store_true",
+        help="target and source IPs from the kit's defaults (siokit_target_sockets, siokit_loadgen_source_ips)",
+    )
     p.add_argument("--cores", type=int, help="cores per host (default: this machine's)")
     p.add_argument("--memory-gib", type=float, help="memory per host (default: this machine's)")
     p.add_argument("--nofile-hard", type=int, help="hard RLIMIT_NOFILE (default: this machine's)")
     p.add_argument("--somaxconn", type=int, help="net.core.somaxconn (default: this machine's)")
-    p.add_argument("--source-ips", type=int, default=1, help="source IPs on the load generator")
+    p.add_argument("--source-ips", type=int, help="source IPs on the load generator (default 1)")
     p.add_argument("--lb-source-ips", type=int, help="local addresses nginx binds toward upstreams")
     p.add_argument("--app-hosts", type=int, default=1)
     p.add_argument("--ping-interval", type=int, help="Engine.IO ping interval (default: planned)")
@@ -29,6 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--colocated", action="store_true", help="every group on this one host")
     p.add_argument("--json", action="store_true", help="the plan document (siokit/plan.schema.json)")
     p.add_argument("--schema", action="store_true", help="print the plan document's JSON Schema and exit")
+    p.add_argument(
+        "--container-sysctls",
+        action="store_true",
+        help="print only the planned sysctls a container is created with, as JSON (scripts/cluster.sh)",
+    )
     return p
 
 
@@ -40,6 +50,12 @@ def main(argv: list[str]) -> int:
 
         print(schema_text(), end="")
         return 0
+    if args.kit_defaults:
+        from siokit.render import load_defaults
+
+        defaults = load_defaults()
+        args.sockets = args.sockets or int(defaults["siokit_target_sockets"])
+        args.source_ips = args.source_ips or int(defaults["siokit_loadgen_source_ips"])
     if args.sockets is None:
         parser.error("--sockets is required")
     here = local_host_facts()
@@ -52,7 +68,7 @@ def main(argv: list[str]) -> int:
     target = planner.Target(
         sockets=args.sockets,
         app_hosts=args.app_hosts,
-        source_ips=args.source_ips,
+        source_ips=args.source_ips or 1,
         lb_source_ips=args.lb_source_ips,
         ping_interval=args.ping_interval,
         ping_timeout=args.ping_timeout,
@@ -67,7 +83,11 @@ def main(argv: list[str]) -> int:
     except planner.PlanError as exc:
         print(f"siokit plan: impossible target: {exc}", file=sys.stderr)
         return 2
-    if args.json:
+    if args.container_sysctls:
+        from siokit.sysctls import container_settable
+
+        print(json.dumps(container_settable(result.sysctls)))
+    elif args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:
         print(planner.format_plan(result, host))
