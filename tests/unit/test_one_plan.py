@@ -55,3 +55,11 @@ def test_one_facts_shape_and_one_port_range_reader() -> None:
     assert [h.split(":")[0] for h in hits(r"DEFAULT_SOMAXCONN\s*=|somaxconn.*\bor\s+\d", python)] == ["siokit/facts.py"]
     readers = hits(r"proc/sys/net/ipv4/ip_local_port_range", python)
     assert [h.split(":")[0] for h in readers] == ["siokit/facts.py"], readers
+
+
+def test_no_scenario_inventory_or_vagrantfile_sets_a_refused_variable() -> None:
+    """They would fail the plan role's check: the local cluster, the VMs and the example inventories."""
+    paths = files("molecule/*/*.yml", "Vagrantfile", "ansible/inventories/**/*.yml", "ansible/inventories/**/*.ini")
+    assert paths
+    names = "|".join(map(re.escape, refused_variables()))
+    assert hits(rf"(^|[\s\"'{{,])({names})[\"']?\s*(:|=>|=)", paths) == []
