@@ -53,6 +53,11 @@ TCP_SOCKETS_PER_CLIENT = 4
 PING_CPU_SECONDS = 0.0003
 # Share of the app hosts' cores that idle pings may take, leaving the rest for real traffic.
 PING_CPU_BUDGET = 0.5
+# When every component shares the same cores (the local cluster), nginx and the load generator spend
+# CPU on each ping too, and the ramp and broadcasts need what is left. At 0.5 (48 s at 160k on 2
+# cores) the 2026-12-02 cluster run collapsed at 144,746 sockets during the ramp, uWSGI at 100% user
+# CPU, 82,336 drops (bench/results/cluster-160k-2026-12-02.json); 120 s held 160,000 (BENCHMARKS.md).
+PING_CPU_BUDGET_COLOCATED = 0.2
 # Linux >= 4.2 gives connect() the even half of ip_local_port_range per destination (the odd half
 # is kept for bind()); the 60k probe hit EADDRNOTAVAIL at ~11k sockets per upstream with the default
 # range 32768-60999 (28k ports -> 14k usable, less what other flows held).
@@ -249,7 +254,8 @@ def _ping_interval(target: Target, app: HostFacts) -> tuple[int, float]:
     """Pick (or check) the Engine.IO ping interval so idle pings fit the CPU budget."""
     # Colocated app "hosts" share one machine's cores.
     hosts = 1 if target.colocated else target.app_hosts
-    budget = PING_CPU_BUDGET * app.cores * hosts
+    share = PING_CPU_BUDGET_COLOCATED if target.colocated else PING_CPU_BUDGET
+    budget = share * app.cores * hosts
     needed = math.ceil(target.sockets * PING_CPU_SECONDS / budget)
     if target.ping_interval is None:
         interval = max(DEFAULT_PING_INTERVAL, needed)
@@ -262,7 +268,7 @@ def _ping_interval(target: Target, app: HostFacts) -> tuple[int, float]:
                 f"ping_interval {interval} s is too short for {target.sockets} sockets: "
                 f"{target.sockets} / {interval} s x {PING_CPU_SECONDS * 1000:g} ms per ping = "
                 f"{target.sockets / interval * PING_CPU_SECONDS:.2f} cores, over the budget of "
-                f"{PING_CPU_BUDGET:g} x {app.cores} cores x {hosts} app host(s) = {budget:g}; "
+                f"{share:g} x {app.cores} cores x {hosts} app host(s) = {budget:g}; "
                 f"use >= {needed} s or more app cores"
             )
     return interval, target.sockets / interval * PING_CPU_SECONDS
