@@ -39,6 +39,12 @@ $(STATE)/deps.stamp: scripts/deps.sh
 
 deps: $(STATE)/deps.stamp
 
+# Vagrant and QEMU's tools from apt: unit and integration tests check the Vagrantfile and the box
+# script with them, so `make unit` alone on a fresh machine installs them too.
+$(STATE)/vagrant-packages.stamp: scripts/vagrant-setup.sh | $(STATE)/deps.stamp
+	bash scripts/vagrant-setup.sh --packages
+	@touch $@
+
 $(VENV)/.stamp: pyproject.toml constraints.txt requirements-dev.txt | $(STATE)/deps.stamp
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
@@ -62,11 +68,11 @@ lint: venv
 	$(BIN)/yamllint -s ansible molecule
 	cd ansible && ../$(BIN)/ansible-lint --profile production
 
-unit: venv static
+unit: venv static $(STATE)/vagrant-packages.stamp
 	$(PYTEST) -q $(JUNIT) tests/unit
 
 # Loopback integration (real nginx, uWSGI, Redis, Chromium); the real-host converge is `cluster`.
-integration: venv static
+integration: venv static $(STATE)/vagrant-packages.stamp
 	$(PYTEST) -q $(JUNIT) -m "not cluster" tests/integration
 
 # Roles converged on one systemd container: idempotence, byte identity with siokit render, TLS.
@@ -80,8 +86,7 @@ wheelhouse: venv
 
 # The Vagrantfile parses and its defaults are coherent (Vagrant from scripts/vagrant-setup.sh), and the
 # box script's inputs check out; the VMs themselves boot only in vagrant-test (slow under emulation).
-vagrant-validate:
-	bash scripts/vagrant-setup.sh --packages
+vagrant-validate: $(STATE)/vagrant-packages.stamp
 	vagrant validate
 	bash scripts/vagrant-box.sh --check
 
