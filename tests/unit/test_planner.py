@@ -30,17 +30,64 @@ targets = st.builds(
 )
 
 
+# "a x b = c", "a / b = c", "a - b = c", each operand optionally followed by its unit or name
+# ("65535 ports x 0.85 = 55704", "ceil(80000 / 19488) = 5", "nofile_hard 20000 - reserve 512 = 19488").
+_NUM = r"(\d+(?:\.\d+)?)"
+_EQUATION = re.compile(rf"{_NUM}\s*(?:[A-Za-z_]+\s*)?(x|/|-)\s*(?:[A-Za-z_]+\s*)?{_NUM}\)?\s*=\s*{_NUM}")
+_LESS_THAN = re.compile(rf"{_NUM}\s*<\s*{_NUM}")
+
+
+def _numbers(msg: str) -> set[str]:
+    return set(re.findall(r"\d+(?:\.\d+)?", msg))
+
+
+def _decimals(token: str) -> int:
+    return len(token.partition(".")[2])
+
+
+def _equation_holds(a: str, op: str, b: str, c: str) -> bool:
+    x, y, got = float(a), float(b), float(c)
+    want = x * y if op == "x" else x / y if op == "/" else x - y
+    # The message rounds (or floors, or ceils) to the digits it shows, and its operands are rounded too.
+    slack = 10.0 ** -_decimals(c) + abs(want) * 1e-5
+    return abs(want - got) < slack
+
+
+def _assert_refusal_shows_its_numbers(msg: str, target: Target, host: HostFacts) -> None:
+    """A refusal names the demand and the limit it hit, and its arithmetic is true."""
+    equations = _EQUATION.findall(msg)
+    assert equations, f"no arithmetic (a x b = c) in: {msg}"
+    for a, op, b, c in equations:
+        assert _equation_holds(a, op, b, c), f"false arithmetic {a} {op} {b} = {c} in: {msg}"
+    for a, b in _LESS_THAN.findall(msg):
+        assert float(a) < float(b), f"false comparison {a} < {b} in: {msg}"
+    shown = _numbers(msg)
+    assert str(target.sockets) in shown, f"the target's {target.sockets} sockets not in: {msg}"
+    # Which limit was hit, worked out here from the planner's named constants, not from the message.
+    low, high = planner.DEFAULT_PORT_RANGE
+    usable = int((high - low + 1) * planner.BIND_PORT_FRACTION)
+    if target.source_ips * usable < target.sockets:
+        involved = {target.source_ips, usable, target.source_ips * usable, -(-target.sockets // usable)}
+        missing = {str(n) for n in involved} - shown
+        assert not missing, f"source-IP refusal without {sorted(missing)} in: {msg}"
+        return
+    # Otherwise only memory can refuse these targets: the host's memory, the budget share of it,
+    # and a need above that budget.
+    budget = host.memory_gib * planner.MEMORY_BUDGET
+    involved_text = {f"{host.memory_gib:g}", f"{planner.MEMORY_BUDGET:g}", f"{budget:.2f}"}
+    missing = involved_text - shown
+    assert not missing, f"not a source-IP refusal, and no memory arithmetic {sorted(missing)} in: {msg}"
+    need = re.search(rf"needs {_NUM} GiB", msg)
+    assert need and float(need.group(1)) > float(f"{budget:.2f}"), f"no need above {budget:.2f} GiB in: {msg}"
+
+
 @settings(max_examples=400, deadline=None)
 @given(target=targets, host=hosts)
 def test_plan_respects_limits_or_refuses(target: Target, host: HostFacts) -> None:
     try:
         p = plan(target, host)
     except PlanError as exc:
-        msg = str(exc)
-        # The arithmetic: an operation on numbers with its result ("23 x 54835 = 1261205"), and
-        # what it falls short of.
-        assert re.search(r"\d\s*(?:[A-Za-z]+\s*)?(?:x|/)\s*[^=;]*?\d[^=;]*=\s*\d", msg), f"no arithmetic in: {msg}"
-        assert re.search(r"<|\bbut\b|\bover\b|\bneed", msg), f"no comparison in: {msg}"
+        _assert_refusal_shows_its_numbers(str(exc), target, host)
         return
     # Never ask for more than the host's hard limit.
     for limit in (p.uwsgi.limit_nofile, p.nginx.worker_rlimit_nofile, p.nginx.limit_nofile,
@@ -60,6 +107,25 @@ def test_plan_respects_limits_or_refuses(target: Target, host: HostFacts) -> Non
     assert p.loadgen.clients_per_worker <= host.nofile_hard - FD_RESERVE
     assert p.memory.total <= p.memory.budget or not target.colocated
     assert p.ping_interval >= planner.DEFAULT_PING_INTERVAL
+
+
+def test_the_refusal_check_fails_on_wrong_or_missing_numbers() -> None:
+    """The check above can fail: a real refusal passes it, and the same message with a wrong product,
+    a false comparison or the demand left out does not."""
+    target = Target(sockets=160_000, source_ips=2)
+    with pytest.raises(PlanError) as refused:
+        plan(target, THIS_HOST)
+    msg = str(refused.value)
+    _assert_refusal_shows_its_numbers(msg, target, THIS_HOST)
+    for broken in (
+        msg.replace("= 109670", "= 109671"),  # 2 x 54835 is not 109671
+        msg.replace("< 160000", "< 100000"),  # 109670 is not below 100000
+        msg.replace("160000", "some"),
+        msg.replace("need >= 3", "need >= 4"),  # the right count of source IPs is 3
+    ):
+        assert broken != msg
+        with pytest.raises(AssertionError):
+            _assert_refusal_shows_its_numbers(broken, target, THIS_HOST)
 
 
 @settings(max_examples=200, deadline=None)
