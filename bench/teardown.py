@@ -19,9 +19,7 @@ from pathlib import Path
 
 import psutil  # type: ignore[import-untyped]
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "integration"))
-from _uwsgi_helpers import run_uwsgi  # noqa: E402
+from siokit.lab.servers import run_uwsgi
 
 # Long pings: nothing but the disconnects should cost CPU in the window.
 ENV = {"SIOKIT_PING_INTERVAL": "120", "SIOKIT_PING_TIMEOUT": "120"}
@@ -37,7 +35,7 @@ def main(n: int, label: str) -> str:
         worker = next(iter(psutil.Process(proc.popen.pid).children()))
         report = Path(tmp) / "load.json"
         cmd = [
-            str(ROOT / ".venv/bin/siokit"), "load", "--url", proc.url, "--connections", str(n),
+            str(Path(sys.prefix) / "bin" / "siokit"), "load", "--url", proc.url, "--connections", str(n),
             "--hold", "3", "--bind", "127.0.0.2,127.0.0.3", "--report", str(report),
         ]  # fmt: skip
         load = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -1,6 +1,6 @@
 """uWSGI CPU per broadcast delivery, per Engine.IO ping round trip, and memory per socket (loopback).
 
-One uWSGI instance (tests/integration/_uwsgi_helpers.py's command line), N idle websocket clients
+One uWSGI instance (siokit/lab/servers.py's command line), N idle websocket clients
 from `siokit load`, then:
 - idle phase: the worker's CPU-seconds over IDLE seconds, all of it Engine.IO pings (N per interval);
 - broadcast phase: K admin broadcasts to everyone, WAIT seconds apart; CPU above the idle rate / (K*N);
@@ -23,10 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from tests.integration._uwsgi_helpers import get_json, run_uwsgi  # noqa: E402
+from siokit.lab.servers import get_json, run_uwsgi
 
 SECRET = "measure-fanout-secret-0123456789"
 

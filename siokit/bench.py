@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from siokit import procstats, slo, sysctls
+from siokit.lab.deployment import role_path
 from siokit.render import ROOT
 
 KB = 1024
@@ -314,7 +315,8 @@ def cluster_target(args: argparse.Namespace, out: Path) -> Target:
         name="local cluster (lb, app1, app2, redis, loadgen containers, deployed by site.yml)",
         instance_urls=cluster_instance_urls(docker),
         url=args.url or "http://lb:80", binds=ips, admin_token=token,
-        load_cmd_prefix=[docker, "exec", "-e", "SIOKIT_ADMIN_TOKEN", "loadgen", "/opt/siokit/venv/bin/siokit", "load"],
+        load_cmd_prefix=[docker, "exec", "-e", "SIOKIT_ADMIN_TOKEN", "loadgen", role_path("loadgen_siokit_binary"),
+                         "load"],
         report_path=remote, fetch_report=fetch, containers=set(CLUSTER_HOSTS), interrupt=interrupt,
     )
 

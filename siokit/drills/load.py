@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from siokit.drills import cluster
+from siokit.lab.deployment import role_path
 
-LOADGEN_SIOKIT = "/opt/siokit/venv/bin/siokit"
+LOADGEN_SIOKIT = role_path("loadgen_siokit_binary")
 
 
 @dataclass

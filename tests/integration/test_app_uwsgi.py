@@ -23,7 +23,7 @@ import pytest
 import socketio
 import websocket  # websocket-client: raw frames, no Socket.IO logic in the way
 
-from ._uwsgi_helpers import (
+from siokit.lab.servers import (
     Proc,
     get_json,
     process_tree_cpu_seconds,

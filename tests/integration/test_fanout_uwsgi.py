@@ -17,7 +17,7 @@ import pytest
 import socketio
 import websocket
 
-from ._uwsgi_helpers import Proc, get_json, run_uwsgi
+from siokit.lab.servers import Proc, get_json, run_uwsgi
 
 pytestmark = pytest.mark.integration
 

@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.database import DirectoryBasedExampleDatabase
 
-from ._uwsgi_helpers import Proc, run_uwsgi
+from siokit.lab.servers import Proc, run_uwsgi
 
 pytestmark = pytest.mark.integration
 

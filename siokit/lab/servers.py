@@ -1,4 +1,4 @@
-"""Start and stop real uWSGI and redis-server processes on loopback for the integration tests."""
+"""Real uWSGI and redis-server processes on loopback, started and stopped for tests and lab measurements."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[2]  # the repository: uWSGI serves app.wsgi from it
 VENV = Path(sys.prefix)
 UWSGI = VENV / "bin" / "uwsgi"
 START_TIMEOUT = 20.0
@@ -35,7 +35,7 @@ def free_port() -> int:
 
 
 def uwsgi_args(port: int, gevent_cores: int = 200, extra: Sequence[str] = ()) -> list[str]:
-    """The uWSGI command line the tests use: one gevent worker, websockets over --http-socket."""
+    """The uWSGI command line of tests and lab runs: one gevent worker, websockets over --http-socket."""
     return [
         str(UWSGI),
         "--http-socket", f"127.0.0.1:{port}",
