@@ -120,14 +120,10 @@ mmdebstrap --variant=minbase --mode=root --format=directory --include="$PACKAGES
 log "rootfs done ($((SECONDS - t0)) s)"
 
 # The wheelhouse, built in this rootfs (the VMs' own Python and OpenSSL).
-PACKAGES_PY="$(python3 - "$ROOT/ansible/roles/app/defaults/main.yml" <<'EOF'
-import re, sys
-text = open(sys.argv[1]).read()
-block = re.search(r"^app_python_packages:\n((?:  - .+\n)+)", text, re.M).group(1)
-print(" ".join(line.split("- ", 1)[1].strip() for line in block.splitlines()))
-EOF
-)"
-[ -n "$PACKAGES_PY" ] || die "no app_python_packages in ansible/roles/app/defaults/main.yml"
+# pyproject.toml's list (one list for make venv, the kit role and this script), quoted for the
+# shell in the chroot ("python-engineio>=4.2.1").
+PACKAGES_PY="$(PYTHONPATH="$ROOT" python3 -m siokit.dependencies --extra uwsgi --shell)"
+[ -n "$PACKAGES_PY" ] || die "no dependencies in pyproject.toml"
 mount --bind /proc "$ROOTFS/proc"; mount --bind /dev "$ROOTFS/dev"; mount --bind /dev/pts "$ROOTFS/dev/pts"
 cp /etc/resolv.conf "$ROOTFS/etc/resolv.conf"
 mkdir -p "$ROOTFS/tmp/src" "$ROOTFS/tmp/wheels"

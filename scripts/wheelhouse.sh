@@ -7,7 +7,7 @@
 #
 # The wheels are built INSIDE a container of the hosts' own image (Debian 12: python3.11, libssl3),
 # never with the control node's Python, which may be another build (pyenv) with another ABI.
-# Then use it:  ansible-playbook ... -e app_wheelhouse=$PWD/wheelhouse
+# Then use it:  ansible-playbook ... -e kit_wheelhouse=$PWD/wheelhouse
 #
 # Environment:
 #   SIOKIT_IMAGE     image to build in (default siokit/debian12-systemd:latest, scripts/build-image.sh)
@@ -25,11 +25,10 @@ log() { printf '[wheelhouse] %s\n' "$*" >&2; }
 "$ROOT/scripts/docker-ensure.sh"
 "$ROOT/scripts/build-image.sh"
 
-# The package list is the app role's (one list for Ansible and this script).
-PY="$ROOT/.venv/bin/python"
-[ -x "$PY" ] || PY=python3
-PACKAGES="$("$PY" -c 'import sys, yaml; print(" ".join(yaml.safe_load(open(sys.argv[1]))["app_python_packages"]))' \
-    "$ROOT/ansible/roles/app/defaults/main.yml")"
+# The package list is pyproject.toml's (one list for make venv, the kit role and this script),
+# quoted for the shell inside the container ("python-engineio>=4.2.1").
+PACKAGES="$(PYTHONPATH="$ROOT" python3 -m siokit.dependencies --extra uwsgi --shell)"
+[ -n "$PACKAGES" ] || { log "no dependencies in pyproject.toml"; exit 1; }
 CONSTRAINTS=""
 if [ -f "$ROOT/constraints.txt" ]; then
     CONSTRAINTS="-c /src/constraints.txt"

@@ -6,6 +6,7 @@ the renderer, the tests and the playbooks.
     siokit_host_facts       list of hostvars -> the planner's facts of the weakest of those hosts
     siokit_sysctl_actions   (planned sysctls, probe output) -> what to apply, what to skip and why
     siokit_upstreams        (hostvars, app hosts, plan) -> host:port of every uWSGI instance
+    siokit_python_dependencies  path of pyproject.toml -> its dependencies (+ extras), for pip
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ if str(_ROOT) not in sys.path:
 
 from ansible.errors import AnsibleFilterError  # noqa: E402
 
-from siokit import facts, planner, sysctls  # noqa: E402
+from siokit import dependencies, facts, planner, sysctls  # noqa: E402
 
 
 def siokit_plan(spec: dict[str, Any]) -> dict[str, Any]:
@@ -85,6 +86,14 @@ def siokit_upstreams(hostvars: Any, hosts: list[str], plan: dict[str, Any]) -> l
     return servers
 
 
+def siokit_python_dependencies(pyproject: str, extras: list[str] | None = None) -> list[str]:
+    """pyproject.toml's dependencies and those of `extras` (siokit/dependencies.py): pip's one list."""
+    try:
+        return dependencies.python_dependencies(Path(pyproject), extras or [])
+    except (OSError, KeyError, ValueError) as exc:
+        raise AnsibleFilterError(f"siokit_python_dependencies: {exc}") from exc
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
@@ -92,4 +101,5 @@ class FilterModule:
             "siokit_host_facts": siokit_host_facts,
             "siokit_sysctl_actions": siokit_sysctl_actions,
             "siokit_upstreams": siokit_upstreams,
+            "siokit_python_dependencies": siokit_python_dependencies,
         }

@@ -161,7 +161,7 @@ def converged(tmp_path_factory: pytest.TempPathFactory) -> dict:
                             "siokit_target_sockets": 4000,
                             "siokit_loadgen_source_ips": 2,
                             "tuning_loadgen_source_addresses": SOURCE_ADDRESSES,
-                            "app_wheelhouse": _wheelhouse(),
+                            "kit_wheelhouse": _wheelhouse(),
                             "nginx_tls_enabled": True,
                             # supplied by the operator, as if from their CA and vault
                             "nginx_tls_certificate_content": crt.read_text(),

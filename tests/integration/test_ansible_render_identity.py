@@ -66,7 +66,7 @@ CASES = {
         "nginx_upstream_servers": ["10.0.0.11:8001"],
         "nginx_status_listen": "",
         "nginx_user": "",
-        "app_virtualenv": "",
+        "kit_virtualenv": "",
         "app_cors_origins": "*",
     },
 }

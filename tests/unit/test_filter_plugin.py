@@ -38,6 +38,7 @@ def test_filters_are_registered() -> None:
         "siokit_host_facts",
         "siokit_sysctl_actions",
         "siokit_upstreams",
+        "siokit_python_dependencies",
     }
 
 
@@ -120,3 +121,15 @@ def test_upstreams_cover_every_instance_of_every_host() -> None:
     assert servers == [f"10.0.0.1:{8001 + i}" for i in range(n)] + [f"10.0.0.2:{9000 + i}" for i in range(n)]
     with pytest.raises(AnsibleFilterError, match="siokit_host_address"):
         plugin.siokit_upstreams({"c": {}}, ["c"], plan)
+
+
+def test_python_dependencies_are_pyprojects_list() -> None:
+    """The kit role installs pyproject.toml's dependencies and its uwsgi extra: one list."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    deps = plugin.siokit_python_dependencies(str(ROOT / "pyproject.toml"), ["uwsgi"])
+    assert deps == project["dependencies"] + project["optional-dependencies"]["uwsgi"]
+    assert "python-engineio>=4.2.1" in deps and deps[-1] == "uwsgi"
+    with pytest.raises(AnsibleFilterError, match="no optional dependencies"):
+        plugin.siokit_python_dependencies(str(ROOT / "pyproject.toml"), ["nope"])

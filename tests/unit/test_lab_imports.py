@@ -42,7 +42,9 @@ def test_no_code_outside_tests_imports_from_tests() -> None:
 
 def test_lab_code_takes_deployed_paths_from_the_roles() -> None:
     """The path lab code runs on the loadgen host is the loadgen role's default, not a copy of it."""
-    defaults = yaml.safe_load((ROOT / "ansible/roles/loadgen/defaults/main.yml").read_text())
-    assert LOADGEN_SIOKIT == defaults["loadgen_siokit_binary"] == role_path("loadgen_siokit_binary")
+    loadgen = yaml.safe_load((ROOT / "ansible/roles/loadgen/defaults/main.yml").read_text())
+    kit = yaml.safe_load((ROOT / "ansible/roles/kit/defaults/main.yml").read_text())
+    assert loadgen["loadgen_siokit_binary"] == "{{ kit_virtualenv }}/bin/siokit"
+    assert LOADGEN_SIOKIT == role_path("loadgen_siokit_binary") == kit["kit_virtualenv"] + "/bin/siokit"
     with pytest.raises(KeyError, match="app_limit_nofile"):
         role_path("app_limit_nofile")  # a templated value, not a path
