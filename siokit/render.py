@@ -47,6 +47,12 @@ TEMPLATES: tuple[TemplateSpec, ...] = (
     TemplateSpec("uwsgi/siokit.ini.j2", "uwsgi/siokit.ini"),
     TemplateSpec("uwsgi/siokit.env.j2", "uwsgi/siokit.env"),
     TemplateSpec("redis/redis.conf.j2", "redis/redis.conf"),
+    TemplateSpec("systemd/redis-limits.conf.j2", "systemd/redis-server.service.d/siokit-limits.conf"),
+    TemplateSpec("systemd/siokit-load.env.j2", "systemd/siokit-load.env"),
+    TemplateSpec("systemd/siokit-source-ips.service.j2", "systemd/siokit-source-ips.service"),
+    TemplateSpec("systemd/modules-load.conf.j2", "modules-load.d/siokit.conf"),
+    TemplateSpec("kit/siokit-src.pth.j2", "kit/siokit-src.pth"),
+    TemplateSpec("kit/siokit.j2", "kit/bin/siokit"),
 )
 
 
@@ -156,6 +162,9 @@ def build_vars(user_vars: Mapping[str, Any]) -> LazyVars:
     merged = load_defaults()
     merged.setdefault("inventory_hostname", socket.gethostname())
     merged.setdefault("siokit_host_address", "127.0.0.1")
+    # What the plan role measures on a host (set_fact), taken from this machine.
+    merged.setdefault("siokit_nofile_hard", local_facts()["nofile_hard"])
+    merged.setdefault("siokit_in_container", False)
     merged.update(user_vars)
     if "siokit_plan" in merged:
         document = merged["siokit_plan"]

@@ -59,7 +59,16 @@ HOST_PATHS = {
     "uwsgi/siokit.ini": "/etc/siokit/uwsgi.ini",
     "uwsgi/siokit.env": "/etc/siokit/siokit.env",
     "redis/redis.conf": "/etc/redis/redis.conf",
+    "systemd/redis-server.service.d/siokit-limits.conf": (
+        "/etc/systemd/system/redis-server.service.d/siokit-limits.conf"
+    ),
+    "systemd/siokit-load.env": "/etc/siokit/load.env",
+    "systemd/siokit-source-ips.service": "/etc/systemd/system/siokit-source-ips.service",
+    "kit/siokit-src.pth": "/opt/siokit/venv/lib/python3.11/site-packages/siokit-src.pth",  # Debian 12's python3
+    "kit/bin/siokit": "/opt/siokit/venv/bin/siokit",
 }
+# Rendered, but written only where the host can use it: a container cannot load kernel modules.
+NOT_IN_A_CONTAINER = {"modules-load.d/siokit.conf"}
 # Variables the roles derive at run time, on top of every default name.
 DERIVED = [
     "siokit_plan",
@@ -70,6 +79,9 @@ DERIVED = [
     "inventory_hostname",  # in nginx_server_name's default
     "redis_bind_addresses",
     "nginx_upstream_servers",
+    "siokit_nofile_hard",
+    "siokit_in_container",
+    "ansible_default_ipv4",  # the source addresses' interface
 ]
 SOURCE_ADDRESSES = ["10.254.7.2/32", "10.254.8.2/32"]
 REDIS_PASSWORD = 'p@ss:w/rd "q\\x'
@@ -245,7 +257,10 @@ def test_files_on_the_host_equal_siokit_render(converged: dict) -> None:
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert run.returncode == 0, run.stdout + run.stderr
-    assert {s.output for s in render.TEMPLATES} == set(HOST_PATHS)
+    assert {s.output for s in render.TEMPLATES} == set(HOST_PATHS) | NOT_IN_A_CONTAINER
+    for output in NOT_IN_A_CONTAINER:
+        gone = docker("exec", converged["name"], "test", "-e", "/etc/" + output, check=False)
+        assert gone.returncode != 0, f"/etc/{output} written in a container"
     for output, path in HOST_PATHS.items():
         on_host = subprocess.run(
             [DOCKER, "exec", converged["name"], "cat", path], env=ENV, capture_output=True, check=True

@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / ".venv" / "bin"
@@ -48,3 +49,37 @@ def test_roles_template_the_kit_templates_only() -> None:
     """One source of truth: no role carries its own copy of the kit's templates."""
     for role in (ROOT / "ansible" / "roles").iterdir():
         assert not list(role.rglob("*.j2")), f"{role.name} has its own .j2 templates"
+
+
+# Files whose content is not the kit's to template: the operator's own certificate and key, and the
+# plan document (the planner's JSON, written by the plan half of issue #12).
+INLINE_CONTENT_ALLOWED = {
+    ("nginx", "tasks/tls.yml"): "nginx_tls_certificate_content",
+    ("tuning", "tasks/main.yml"): "siokit_plan | to_nice_json",
+}
+
+
+def test_roles_write_managed_files_from_templates() -> None:
+    """Every file a role manages comes from templates/ (so `siokit render` and the byte-identity test
+    cover it): no task writes a file from inline `content:`."""
+    found = []
+    for path in sorted((ROOT / "ansible" / "roles").glob("*/tasks/*.yml")):
+        role, rel = path.parts[-3], "/".join(path.parts[-2:])
+        for task in _tasks(yaml.safe_load(path.read_text()) or []):
+            for module in ("ansible.builtin.copy", "copy"):
+                args = task.get(module)
+                if isinstance(args, dict) and "content" in args:
+                    allowed = INLINE_CONTENT_ALLOWED.get((role, rel))
+                    if not (allowed and allowed in str(task)):
+                        found.append(f"{role}/{rel}: {task.get('name')}")
+    assert not found, "inline content instead of a template under templates/:\n" + "\n".join(found)
+
+
+def _tasks(items: list) -> list[dict]:
+    out = []
+    for item in items:
+        if isinstance(item, dict):
+            out.append(item)
+            for key in ("block", "rescue", "always"):
+                out += _tasks(item.get(key) or [])
+    return out

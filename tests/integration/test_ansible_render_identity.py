@@ -41,6 +41,14 @@ BASE = {
     "siokit_host_address": "10.0.0.11",
     # inventory_hostname differs between the two sides (Ansible: localhost; siokit: this machine)
     "nginx_server_name": "lb1.example.net 10.0.0.11 localhost 127.0.0.1",
+    # What the plan role measures on a host (set_fact), given to both sides alike.
+    "siokit_nofile_hard": 20000,
+    "siokit_in_container": True,
+}
+# Rendered once per item of a loop (the tuning role's drop-ins for other units): the loop variable
+# is given to both sides.
+ITEM_TEMPLATES = {
+    "systemd/unit-limits.conf.j2": {"tuning_dropin": {"unit": "memcached.service", "limit": 65536}},
 }
 CASES = {
     "defaults": {},
@@ -61,6 +69,10 @@ CASES = {
         "redis_bind_addresses": ["127.0.0.1", "10.0.0.13"],
     },
     "hash_one_bind_no_status": {
+        "siokit_in_container": False,
+        "tuning_loadgen_source_addresses": ["10.0.1.10/32", "10.0.2.10/32"],
+        "tuning_source_ip_interface": "ens3",
+        "loadgen_target_url": "http://lb.example.net:8080",
         "nginx_balance": "hash_remote_addr",
         "nginx_proxy_bind_addresses": ["10.0.0.10"],
         "nginx_upstream_servers": ["10.0.0.11:8001"],
@@ -84,6 +96,18 @@ def _play(case: str, vars_file: Path, outdir: Path) -> dict:
     vars_files += sorted(str(p) for p in (ROOT / "ansible").glob("roles/*/defaults/main.yml"))
     vars_files.append(str(vars_file))
     items = [{"src": str(render.TEMPLATES_DIR / s.source), "dest": str(outdir / s.output)} for s in render.TEMPLATES]
+    per_item = [
+        {
+            "name": f"Template {source} for one loop item",
+            "ansible.builtin.template": {
+                "src": str(render.TEMPLATES_DIR / source),
+                "dest": str(outdir / "items" / source.removesuffix(".j2")),
+                "mode": "0644",
+            },
+            "vars": item_vars,
+        }
+        for source, item_vars in ITEM_TEMPLATES.items()
+    ]
     return {
         "name": f"Render every template with Ansible's template module ({case})",
         "hosts": "localhost",
@@ -97,10 +121,15 @@ def _play(case: str, vars_file: Path, outdir: Path) -> dict:
                 "loop": items,
             },
             {
+                "name": "Create the directories of the per-item files",
+                "ansible.builtin.file": {"path": str(outdir / "items/systemd"), "state": "directory", "mode": "0755"},
+            },
+            {
                 "name": "Template",
                 "ansible.builtin.template": {"src": "{{ item.src }}", "dest": "{{ item.dest }}", "mode": "0644"},
                 "loop": items,
             },
+            *per_item,
         ],
     }
 
@@ -124,6 +153,10 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
             timeout=120,
         )
         assert run.returncode == 0, run.stdout + run.stderr
+        for source, item_vars in ITEM_TEMPLATES.items():
+            out = tmp / case / "siokit" / "items" / source.removesuffix(".j2")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(render.render_template(source, render.build_vars({**variables, **item_vars})))
     playbook = tmp / "render.yml"
     playbook.write_text(yaml.safe_dump(plays, sort_keys=False))
     env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible" / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
@@ -153,6 +186,11 @@ def test_ansible_template_equals_siokit_render(rendered: Path, case: str) -> Non
         s = (rendered / case / "siokit" / spec.output).read_bytes()
         assert a == s, f"{spec.source}: Ansible and siokit render differ ({len(a)} vs {len(s)} bytes)"
         assert a.strip(), f"{spec.source} rendered empty"
+    for source in ITEM_TEMPLATES:
+        out = Path("items") / source.removesuffix(".j2")
+        a, s = (rendered / case / "ansible" / out).read_bytes(), (rendered / case / "siokit" / out).read_bytes()
+        assert a == s, f"{source}: Ansible and siokit render differ ({len(a)} vs {len(s)} bytes)"
+        assert b"LimitNOFILE=20000" in a, a  # 65536 capped at the host's hard limit
 
 
 def test_cases_exercise_the_branches(rendered: Path) -> None:
@@ -162,3 +200,14 @@ def test_cases_exercise_the_branches(rendered: Path) -> None:
     assert "hash $remote_addr consistent;" in site["hash_one_bind_no_status"]
     assert "proxy_bind 10.0.0.10;" in site["hash_one_bind_no_status"]
     assert "stub_status" not in site["hash_one_bind_no_status"]
+    # The files the roles used to write inline: their branches and the values they carry.
+    redis = {case: (rendered / case / "siokit" / "systemd/redis-server.service.d/siokit-limits.conf").read_text()
+             for case in CASES}  # fmt: skip
+    assert "PrivateUsers=false" in redis["defaults"] and "PrivateUsers" not in redis["hash_one_bind_no_status"]
+    assert "LimitNOFILE=10032" in redis["defaults"]  # redis_maxclients + 32, under the hard limit
+    ips = (rendered / "hash_one_bind_no_status" / "siokit" / "systemd/siokit-source-ips.service").read_text()
+    assert "ExecStart=/usr/sbin/ip address replace 10.0.2.10/32 dev ens3" in ips
+    load = (rendered / "hash_one_bind_no_status" / "siokit" / "systemd/siokit-load.env").read_text()
+    assert "--url http://lb.example.net:8080 --bind 10.0.1.10,10.0.2.10 --connections 2000 " in load
+    default_load = (rendered / "defaults" / "siokit" / "systemd/siokit-load.env").read_text()
+    assert "--url http://10.0.0.11:80 --bind 10.0.0.11 --connections 160000 " in default_load
