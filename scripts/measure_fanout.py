@@ -1,6 +1,6 @@
 """uWSGI CPU per broadcast delivery, per Engine.IO ping round trip, and memory per socket (loopback).
 
-One uWSGI instance (siokit/lab/servers.py's command line), N idle websocket clients
+One uWSGI instance (the deployment's ini, rendered for loopback by siokit/lab/servers.py), N idle websocket clients
 from `siokit load`, then:
 - idle phase: the worker's CPU-seconds over IDLE seconds, all of it Engine.IO pings (N per interval);
 - broadcast phase: K admin broadcasts to everyone, WAIT seconds apart; CPU above the idle rate / (K*N);

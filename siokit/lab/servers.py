@@ -17,16 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from siokit.facts import local_facts
+from siokit.render import build_vars, render_template
+
 REPO = Path(__file__).resolve().parents[2]  # the repository: uWSGI serves app.wsgi from it
 VENV = Path(sys.prefix)
 UWSGI = VENV / "bin" / "uwsgi"
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
-
-# uWSGI's own websocket ping made rare: Engine.IO pings anyway (see app/upstream/uwsgi_websocket.py). The tolerance
-# above the frequency also keeps uWSGI's master-branch ping check (last_ping - last_pong) harmless.
-UWSGI_WS_PING = ("--websockets-ping-freq", "3600", "--websockets-pong-tolerance", "7200")
-
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -34,25 +32,32 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def uwsgi_args(port: int, gevent_cores: int = 200, extra: Sequence[str] = ()) -> list[str]:
-    """The uWSGI command line of tests and lab runs: one gevent worker, websockets over --http-socket."""
-    return [
-        str(UWSGI),
-        "--http-socket", f"127.0.0.1:{port}",
-        "--http-websockets",
-        "--gevent", str(gevent_cores),
-        "--master",
-        "--processes", "1",
-        "--module", "app.wsgi:application",
-        "--chdir", str(REPO),
-        "--virtualenv", str(VENV),
-        "--need-app",
-        "--die-on-term",
-        "--worker-reload-mercy", "5",
-        "--reload-mercy", "5",
-        *UWSGI_WS_PING,
-        *extra,
-    ]
+def uwsgi_ini(directory: Path, gevent_cores: int = 200, variables: Mapping[str, Any] | None = None) -> Path:
+    """The deployment's instance ini (templates/uwsgi/siokit.ini.j2), rendered for loopback.
+
+    Only paths and the bind address differ from a host's: one uWSGI command line, the template's.
+    The plan is the planner's for `gevent_cores` sockets on this machine; the async cores are
+    pinned to `gevent_cores`, so a lab run may hold more sockets than one planned instance would.
+    """
+    values: dict[str, Any] = {
+        "siokit_plan_input": {"sockets": gevent_cores, "colocated": True, "app": local_facts()},
+        "app_async_cores": gevent_cores,
+        "app_bind_address": "127.0.0.1",
+        "kit_virtualenv": str(VENV),
+        "kit_src_dir": str(REPO),
+        "app_run_dir": str(directory),
+        # A test's instance stops within STOP_TIMEOUT (a host's waits app_stop_mercy = 10 s).
+        "app_stop_mercy": 5,
+        **(variables or {}),
+    }
+    ini = directory / "siokit.ini"
+    ini.write_text(render_template("uwsgi/siokit.ini.j2", build_vars(values)))
+    return ini
+
+
+def uwsgi_args(port: int, ini: Path, extra: Sequence[str] = ()) -> list[str]:
+    """How systemd starts an instance (templates/systemd/siokit-uwsgi@.service.j2), plus `extra`."""
+    return [str(UWSGI), "--set-ph", f"port={port}", "--ini", str(ini), *extra]
 
 
 @dataclass
@@ -117,12 +122,20 @@ def run_uwsgi(
     env: Mapping[str, str] | None = None,
     extra: Sequence[str] = (),
     gevent_cores: int = 200,
+    variables: Mapping[str, Any] | None = None,
 ) -> Iterator[Proc]:
-    """Start uWSGI serving app.wsgi on a free loopback port; yield once /healthz answers."""
+    """Start uWSGI serving app.wsgi on a free loopback port; yield once /healthz answers.
+
+    `variables` are template variables of the ini (app_websockets_ping_freq, ...); `extra` are
+    command-line options after it.
+    """
     port = free_port()
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("SIOKIT_")}
     full_env.update({"SIOKIT_INSTANCE_ID": f"{name}:{port}", **(env or {})})
-    proc = _spawn(uwsgi_args(port, gevent_cores, extra), full_env, tmp_path / f"{name}.log", port)
+    conf_dir = tmp_path / f"{name}-{port}"
+    conf_dir.mkdir(parents=True, exist_ok=True)
+    ini = uwsgi_ini(conf_dir, gevent_cores, variables)
+    proc = _spawn(uwsgi_args(port, ini, extra), full_env, tmp_path / f"{name}.log", port)
     proc.url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + START_TIMEOUT
