@@ -77,8 +77,9 @@ def _assert_refusal_shows_its_numbers(msg: str, target: Target, host: HostFacts)
     involved_text = {f"{host.memory_gib:g}", f"{planner.MEMORY_BUDGET:g}", f"{budget:.2f}"}
     missing = involved_text - shown
     assert not missing, f"not a source-IP refusal, and no memory arithmetic {sorted(missing)} in: {msg}"
+    # At the two decimals shown, a need just over the budget reads equal to it (0.4502 vs 0.45 GiB).
     need = re.search(rf"needs {_NUM} GiB", msg)
-    assert need and float(need.group(1)) > float(f"{budget:.2f}"), f"no need above {budget:.2f} GiB in: {msg}"
+    assert need and float(need.group(1)) >= float(f"{budget:.2f}"), f"no need up to {budget:.2f} GiB in: {msg}"
 
 
 @settings(max_examples=400, deadline=None)
