@@ -36,11 +36,18 @@ def uwsgi_ini(directory: Path, gevent_cores: int = 200, variables: Mapping[str, 
     """The deployment's instance ini (templates/uwsgi/siokit.ini.j2), rendered for loopback.
 
     Only paths and the bind address differ from a host's: one uWSGI command line, the template's.
-    The plan is the planner's for `gevent_cores` sockets on this machine; the async cores are
-    pinned to `gevent_cores`, so a lab run may hold more sockets than one planned instance would.
+    The plan is the planner's for one instance holding `gevent_cores` sockets on this machine, with
+    exactly that many async cores (planner input, checked there; app_async_cores for templates that
+    still read it).
     """
     values: dict[str, Any] = {
-        "siokit_plan_input": {"sockets": gevent_cores, "colocated": True, "app": local_facts()},
+        "siokit_plan_input": {
+            "sockets": gevent_cores,
+            "uwsgi_instances_per_host": 1,
+            "async_cores": gevent_cores,
+            "colocated": True,
+            "app": local_facts(),
+        },
         "app_async_cores": gevent_cores,
         "app_bind_address": "127.0.0.1",
         "kit_virtualenv": str(VENV),
