@@ -36,9 +36,9 @@ def uwsgi_ini(directory: Path, gevent_cores: int = 200, variables: Mapping[str, 
     """The deployment's instance ini (templates/uwsgi/siokit.ini.j2), rendered for loopback.
 
     Only paths and the bind address differ from a host's: one uWSGI command line, the template's.
-    The plan is the planner's for one instance holding `gevent_cores` sockets on this machine, with
-    exactly that many async cores (planner input, checked there; app_async_cores for templates that
-    still read it).
+    The plan is the planner's for one instance holding `gevent_cores` sockets on this machine, asked
+    for exactly that many async cores (planner input, checked there; a planner without that input
+    gives at least as many, with its margin).
     """
     values: dict[str, Any] = {
         "siokit_plan_input": {
@@ -48,7 +48,6 @@ def uwsgi_ini(directory: Path, gevent_cores: int = 200, variables: Mapping[str, 
             "colocated": True,
             "app": local_facts(),
         },
-        "app_async_cores": gevent_cores,
         "app_bind_address": "127.0.0.1",
         "kit_virtualenv": str(VENV),
         "kit_src_dir": str(REPO),
