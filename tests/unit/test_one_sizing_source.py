@@ -11,8 +11,6 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from siokit.facts import HostFacts
 from siokit.planner import Target, plan
 
@@ -69,12 +67,6 @@ def sysctl_value_pattern(keys: list[str]) -> re.Pattern[str]:
     return re.compile(rf"""(^\s*-?\s*["']?({names})["']?\s*[:=]\s*\S)|(sysctl\s+(-\w+\s+)*({names})=)""")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the planner's sysctls are still hand-copied into molecule/cluster/molecule.yml and "
-    "molecule/tuning/molecule.yml (owned by the plan half of issue #12); remove this mark once they "
-    "come from the planner",
-)
 def test_no_planned_sysctl_value_outside_the_planner() -> None:
     found = offending_lines([sysctl_value_pattern(planned_sysctl_keys())], allowed={PLANNER})
     assert not found, "planned sysctl values copied outside siokit/planner.py:\n" + "\n".join(found)
@@ -89,12 +81,6 @@ SIZING_CONSTANT = re.compile(
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="siokit/load/options.py still sizes the load generator itself (FD_OVERHEAD = 64 plus 1%, "
-    "the whole port range) instead of reading the planner's LoadgenPlan (owned by the plan half of "
-    "issue #12); remove this mark once it does",
-)
 def test_no_sizing_constant_outside_the_planner() -> None:
     found = offending_lines([SIZING_CONSTANT], allowed={PLANNER, FACTS})
     assert not found, "sizing constants outside siokit/planner.py:\n" + "\n".join(found)
