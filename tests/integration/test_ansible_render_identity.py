@@ -208,6 +208,6 @@ def test_cases_exercise_the_branches(rendered: Path) -> None:
     ips = (rendered / "hash_one_bind_no_status" / "siokit" / "systemd/siokit-source-ips.service").read_text()
     assert "ExecStart=/usr/sbin/ip address replace 10.0.2.10/32 dev ens3" in ips
     load = (rendered / "hash_one_bind_no_status" / "siokit" / "systemd/siokit-load.env").read_text()
-    assert "--url http://lb.example.net:8080 --bind 10.0.1.10,10.0.2.10 --connections 2000 " in load
+    assert "--url http://lb.example.net:8080 --bind 10.0.1.10,10.0.2.10 --plan /etc/siokit/plan.json " in load
     default_load = (rendered / "defaults" / "siokit" / "systemd/siokit-load.env").read_text()
-    assert "--url http://10.0.0.11:80 --bind 10.0.0.11 --connections 160000 " in default_load
+    assert "--url http://10.0.0.11:80 --bind 10.0.0.11 --plan /etc/siokit/plan.json " in default_load
