@@ -82,9 +82,7 @@ class Config:
         if (v := _get(env, "SIOKIT_MAX_BACKLOG_BYTES")) is not None:
             value = _positive_int("SIOKIT_MAX_BACKLOG_BYTES", v)
             if value < MIN_MAX_BACKLOG_BYTES:
-                raise ConfigError(
-                    f"SIOKIT_MAX_BACKLOG_BYTES must be at least {MIN_MAX_BACKLOG_BYTES}, got {v!r}"
-                )
+                raise ConfigError(f"SIOKIT_MAX_BACKLOG_BYTES must be at least {MIN_MAX_BACKLOG_BYTES}, got {v!r}")
             kwargs["max_backlog_bytes"] = value
         if (v := _get(env, "SIOKIT_PATCH_MISMATCH")) is not None:
             kwargs["patch_mismatch"] = _choice("SIOKIT_PATCH_MISMATCH", v, PATCH_MISMATCH_POLICIES)
@@ -128,9 +126,7 @@ def _choice(name: str, raw: str, allowed: tuple[str, ...]) -> str:
 def _message_queue(raw: str) -> str:
     scheme = urlsplit(raw).scheme
     if scheme not in MESSAGE_QUEUE_SCHEMES:
-        raise ConfigError(
-            f"SIOKIT_MESSAGE_QUEUE must be a redis URL (redis://, rediss:// or unix://), got {raw!r}"
-        )
+        raise ConfigError(f"SIOKIT_MESSAGE_QUEUE must be a redis URL (redis://, rediss:// or unix://), got {raw!r}")
     return raw
 
 

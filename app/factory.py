@@ -56,8 +56,11 @@ def create_app(
         engineio_logger=BadInputLogger("engineio.server", metrics.bad_input, throttled),
     )
     metrics.info.info(
-        {"instance_id": config.instance_id, "async_mode": socketio.server.eio.async_mode,
-         "websocket_driver": _driver_name()}
+        {
+            "instance_id": config.instance_id,
+            "async_mode": socketio.server.eio.async_mode,
+            "websocket_driver": _driver_name(),
+        }
     )
     limiter = EventRateLimiter(config.event_rate, config.event_burst, config.event_drop_limit)
     state = AppState(config=config, metrics=metrics, socketio=socketio, limiter=limiter)

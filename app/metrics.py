@@ -17,9 +17,7 @@ __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 class Metrics:
     """The instance's counters; also the source of the live per-namespace socket counts."""
 
-    def __init__(
-        self, instance_id: str, async_mode: str, websocket_driver: str, upstream_patches: bool = True
-    ) -> None:
+    def __init__(self, instance_id: str, async_mode: str, websocket_driver: str, upstream_patches: bool = True) -> None:
         # A private registry, so several apps in one process (tests) never collide on names.
         self.registry = CollectorRegistry(auto_describe=True)
         self.connected = Gauge(
@@ -59,9 +57,7 @@ class Metrics:
             registry=self.registry,
         )
         self.info = Info("siokit_instance", "Identity of this app instance", registry=self.registry)
-        self.info.info(
-            {"instance_id": instance_id, "async_mode": async_mode, "websocket_driver": websocket_driver}
-        )
+        self.info.info({"instance_id": instance_id, "async_mode": async_mode, "websocket_driver": websocket_driver})
         self.patched = Gauge(
             "siokit_upstream_patches",
             "1 if app/upstream's patches are installed, 0 if the version guard fell back to stock code",

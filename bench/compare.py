@@ -193,8 +193,11 @@ def run_load(url: str, args: argparse.Namespace, token: str, pids: list[int], re
     with open(errlog, "w") as err:
         proc = subprocess.Popen(
             # the token in the environment, not on the command line (`ps` shows those)
-            cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT), SIOKIT_ADMIN_TOKEN=token),
-            stdout=subprocess.DEVNULL, stderr=err,
+            cmd,
+            cwd=ROOT,
+            env=dict(os.environ, PYTHONPATH=str(ROOT), SIOKIT_ADMIN_TOKEN=token),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
         )
         while proc.poll() is None:
             if pids:
@@ -290,8 +293,13 @@ def table_row(res: dict[str, Any]) -> dict[str, str]:
 
 
 def run_slo_step(
-    url: str, clients: int, args: argparse.Namespace, token: str, groups: dict[str, list[int]],
-    health: list[str], report: Path,
+    url: str,
+    clients: int,
+    args: argparse.Namespace,
+    token: str,
+    groups: dict[str, list[int]],
+    health: list[str],
+    report: Path,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """One SLO step: a load run while sampling the server groups' CPU; (load report, extras)."""
     cmd = [
@@ -328,8 +336,12 @@ def run_slo_step(
 
 
 def _search(
-    spec: slo.SloSpec, args: argparse.Namespace, target: str, server: tuple[str, str, dict[str, list[int]], list[str]],
-    tmp: Path, extras_by_step: dict[int, dict[str, Any]],
+    spec: slo.SloSpec,
+    args: argparse.Namespace,
+    target: str,
+    server: tuple[str, str, dict[str, list[int]], list[str]],
+    tmp: Path,
+    extras_by_step: dict[int, dict[str, Any]],
 ) -> dict[str, Any]:
     url, token, groups, health = server
 
@@ -382,8 +394,10 @@ def print_slo(results: dict[str, Any]) -> None:
         print(slo.format_table(result))
         for row in result["steps"]:
             cpu = {g: v["us_per_message"] for g, v in row.items() if isinstance(v, dict) and "us_per_message" in v}
-            print(f"  {row['clients']:>7} clients: server CPU us per delivered message {cpu}; "
-                  f"server count at end {row.get('server_count_end')} vs load generator {row.get('client_count_end')}")
+            print(
+                f"  {row['clients']:>7} clients: server CPU us per delivered message {cpu}; "
+                f"server count at end {row.get('server_count_end')} vs load generator {row.get('client_count_end')}"
+            )
     if {"siokit", "node"} <= set(results):
         s, n = results["siokit"]["capacity"], results["node"]["capacity"]
         print(f"capacity at the SLO: siokit {s}, node {n}" + (f" ({s / n:.2f}x node)" if n else ""))

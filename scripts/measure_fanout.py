@@ -61,9 +61,23 @@ def rss_kb(pid: int) -> int:
 def record(pid: int, out: str, seconds: float) -> subprocess.Popen[bytes]:
     # py-spy samples the worker from outside; its own CPU is not the worker's.
     return subprocess.Popen(
-        [str(Path(sys.prefix) / "bin" / "py-spy"), "record", "-p", str(pid), "-o", out,
-         "-d", str(int(seconds)), "-r", "200", "--nonblocking", "-f", "raw"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            str(Path(sys.prefix) / "bin" / "py-spy"),
+            "record",
+            "-p",
+            str(pid),
+            "-o",
+            out,
+            "-d",
+            str(int(seconds)),
+            "-r",
+            "200",
+            "--nonblocking",
+            "-f",
+            "raw",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
 
 
@@ -91,17 +105,31 @@ def main() -> None:
         **dict(e.split("=", 1) for e in args.env),
     }
     out: dict[str, object] = {"clients": args.clients, "driver": args.driver, "env": env | {"SIOKIT_ADMIN_SECRET": "*"}}
-    with tempfile.TemporaryDirectory() as tmp, run_uwsgi(
-        Path(tmp), env=env, gevent_cores=args.clients + 200
-    ) as proc:
+    with tempfile.TemporaryDirectory() as tmp, run_uwsgi(Path(tmp), env=env, gevent_cores=args.clients + 200) as proc:
         wpid = worker_pid(proc.popen.pid)
         rss0 = rss_kb(wpid)
         load_log = (Path(tmp) / "load.log").open("wb")
         load = subprocess.Popen(
-            [str(Path(sys.prefix) / "bin" / "siokit"), "load", "--url", proc.url, "--transport", "websocket",
-             "--connections", str(args.clients), "--hold", "100000", "--concurrency", "200", "--no-progress",
-             "--report", str(Path(tmp) / "load.json")],
-            stdout=load_log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                str(Path(sys.prefix) / "bin" / "siokit"),
+                "load",
+                "--url",
+                proc.url,
+                "--transport",
+                "websocket",
+                "--connections",
+                str(args.clients),
+                "--hold",
+                "100000",
+                "--concurrency",
+                "200",
+                "--no-progress",
+                "--report",
+                str(Path(tmp) / "load.json"),
+            ],
+            stdout=load_log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         try:
             deadline = time.monotonic() + 300

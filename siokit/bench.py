@@ -81,9 +81,7 @@ def compare_counts(report: dict[str, Any], samples: list[dict[str, Any]]) -> dic
         vals = list(sample["counts"].values())
         return None if any(v is None for v in vals) else sum(vals)
 
-    complete: list[tuple[float, int, Any]] = [
-        (s["t"], t, s["counts"]) for s in samples if (t := total(s)) is not None
-    ]
+    complete: list[tuple[float, int, Any]] = [(s["t"], t, s["counts"]) for s in samples if (t := total(s)) is not None]
     # the load generator starts a moment after the bench's clock: samples up to ramp + hold lie in the hold
     in_run = [c for c in complete if c[0] <= hold_end]
     client_peak = int(report["connections"]["peak_held"])
@@ -130,8 +128,9 @@ def tune_host(wanted: dict[str, str], proc_sys: Path = Path("/proc/sys")) -> dic
     return skipped
 
 
-def _sampler(stop: threading.Event, samples: list[dict[str, Any]], key: str, find: Any,
-             on_low_memory: Any, floor_bytes: int) -> None:
+def _sampler(
+    stop: threading.Event, samples: list[dict[str, Any]], key: str, find: Any, on_low_memory: Any, floor_bytes: int
+) -> None:
     procs = find()
     refreshed = refreshed_at_start = time.monotonic()
     tripped = False
@@ -153,8 +152,9 @@ def _per_socket_kb(delta_bytes: float, sockets: int) -> float | None:
     return round(delta_bytes / sockets / KB, 2) if sockets else None
 
 
-def summarize(baseline: dict[str, Any], samples: list[dict[str, Any]], report: dict[str, Any],
-              t0: float) -> dict[str, Any]:
+def summarize(
+    baseline: dict[str, Any], samples: list[dict[str, Any]], report: dict[str, Any], t0: float
+) -> dict[str, Any]:
     held = int(report["connections"]["peak_held"])
     ramp_s = float(report["duration"]["ramp_s"])
     hold_s = float(report["duration"]["hold_s"])
@@ -199,8 +199,16 @@ def run(target: Target, load_args: list[str], out: Path, key: str, floor_gib: fl
     baseline = {"sample": procstats.sample(find(), key=key), "kernel": procstats.kernel_memory()}
     # The admin token travels in the environment ($SIOKIT_ADMIN_TOKEN; `docker exec -e NAME` copies it from
     # ours), never on a command line, which `ps` shows to every user of the host.
-    cmd = [*target.load_cmd_prefix, "--url", target.url, "--report", target.report_path, "--no-progress",
-           *(["--bind", ",".join(target.binds)] if target.binds else []), *load_args]
+    cmd = [
+        *target.load_cmd_prefix,
+        "--url",
+        target.url,
+        "--report",
+        target.report_path,
+        "--no-progress",
+        *(["--bind", ",".join(target.binds)] if target.binds else []),
+        *load_args,
+    ]
     env = {**os.environ, **({"SIOKIT_ADMIN_TOKEN": target.admin_token} if target.admin_token else {})}
     printable = " ".join(shlex.quote(c) for c in cmd)
     print(f"bench: {printable}", file=sys.stderr, flush=True)
@@ -215,16 +223,19 @@ def run(target: Target, load_args: list[str], out: Path, key: str, floor_gib: fl
     def on_low_memory(available: int) -> None:
         guard["stopped_at_mem_available_gib"] = round(available / KB**3, 2)
         guard["stopped_after_s"] = round(time.monotonic() - t0, 1)
-        print(f"bench: MemAvailable {available / KB**3:.2f} GiB < floor {floor_gib} GiB: stopping the load",
-              file=sys.stderr, flush=True)
+        print(
+            f"bench: MemAvailable {available / KB**3:.2f} GiB < floor {floor_gib} GiB: stopping the load",
+            file=sys.stderr,
+            flush=True,
+        )
         (target.interrupt or (lambda p: p.send_signal(signal.SIGINT)))(proc)
 
-    thread = threading.Thread(target=_sampler, daemon=True,
-                              args=(stop, samples, key, find, on_low_memory, int(floor_gib * KB**3)))
+    thread = threading.Thread(
+        target=_sampler, daemon=True, args=(stop, samples, key, find, on_low_memory, int(floor_gib * KB**3))
+    )
     thread.start()
     count_samples: list[dict[str, Any]] = []
-    counter = threading.Thread(target=_count_sampler, daemon=True,
-                               args=(stop, target.instance_urls, count_samples, t0))
+    counter = threading.Thread(target=_count_sampler, daemon=True, args=(stop, target.instance_urls, count_samples, t0))
     if target.instance_urls:
         counter.start()
     try:
@@ -266,8 +277,10 @@ def loopback_target(args: argparse.Namespace, out: Path) -> Target:
     binds = [f"127.0.0.{i}" for i in range(2, 2 + plan.loadgen.source_ips)]
     return Target(
         name=f"loopback ({plan.uwsgi.instances_per_host} uWSGI instances, nginx {plan.nginx.worker_processes} "
-             f"workers, hash_remote_addr)",
-        url=stack.url, binds=binds, admin_token=stack.admin_secret,
+        f"workers, hash_remote_addr)",
+        url=stack.url,
+        binds=binds,
+        admin_token=stack.admin_secret,
         load_cmd_prefix=[sys.executable, "-m", "siokit.load", "--plan", str(stack.plan_file)],
         report_path=str(out / "load-report.json"),
         roots={pid: None for pid in stack.pids.values()},
@@ -280,10 +293,18 @@ def cluster_instance_urls(docker: str, hosts: tuple[str, ...] = ("app1", "app2")
     the container's address and the ports its siokit.target wants (what systemd runs, not a copy)."""
     urls = []
     for host in hosts:
-        ip = subprocess.run([docker, "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
-                             host], capture_output=True, text=True, check=True).stdout.split()[0]
-        wants = subprocess.run([docker, "exec", host, "systemctl", "show", "-p", "Wants", "--value", "siokit.target"],
-                               capture_output=True, text=True, check=True).stdout
+        ip = subprocess.run(
+            [docker, "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", host],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()[0]
+        wants = subprocess.run(
+            [docker, "exec", host, "systemctl", "show", "-p", "Wants", "--value", "siokit.target"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         ports = sorted(int(p) for p in re.findall(r"siokit-uwsgi@(\d+)\.service", wants))
         urls += [f"http://{ip}:{port}" for port in ports]
     return urls
@@ -300,7 +321,9 @@ def cluster_target(args: argparse.Namespace, out: Path) -> Target:
     token = token_file.read_text().strip() if token_file.exists() else ""
     ips = subprocess.run(
         [docker, "exec", "loadgen", "sh", "-c", "ip -4 -o addr show scope global | awk '{print $4}' | cut -d/ -f1"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     remote = "/tmp/siokit-load-report.json"
 
@@ -314,10 +337,22 @@ def cluster_target(args: argparse.Namespace, out: Path) -> Target:
     return Target(
         name="local cluster (lb, app1, app2, redis, loadgen containers, deployed by site.yml)",
         instance_urls=cluster_instance_urls(docker),
-        url=args.url or "http://lb:80", binds=ips, admin_token=token,
-        load_cmd_prefix=[docker, "exec", "-e", "SIOKIT_ADMIN_TOKEN", "loadgen", role_path("loadgen_siokit_binary"),
-                         "load"],
-        report_path=remote, fetch_report=fetch, containers=set(CLUSTER_HOSTS), interrupt=interrupt,
+        url=args.url or "http://lb:80",
+        binds=ips,
+        admin_token=token,
+        load_cmd_prefix=[
+            docker,
+            "exec",
+            "-e",
+            "SIOKIT_ADMIN_TOKEN",
+            "loadgen",
+            role_path("loadgen_siokit_binary"),
+            "load",
+        ],
+        report_path=remote,
+        fetch_report=fetch,
+        containers=set(CLUSTER_HOSTS),
+        interrupt=interrupt,
     )
 
 
@@ -349,9 +384,21 @@ def _slo_run(target: Target, args: argparse.Namespace, load_args: list[str], out
     steps: dict[int, dict[str, Any]] = {}
 
     def run_step(clients: int) -> dict[str, Any]:
-        bench = run(target, ["--connections", str(clients), "--hold", str(args.slo_hold),
-                             "--broadcast-every", str(args.slo_broadcast_every), *load_args],
-                    out / f"step-{clients}", key=key, floor_gib=args.min_available_gib)
+        bench = run(
+            target,
+            [
+                "--connections",
+                str(clients),
+                "--hold",
+                str(args.slo_hold),
+                "--broadcast-every",
+                str(args.slo_broadcast_every),
+                *load_args,
+            ],
+            out / f"step-{clients}",
+            key=key,
+            floor_gib=args.min_available_gib,
+        )
         steps[clients] = bench
         return bench["load"]
 
@@ -371,20 +418,32 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port", type=int, default=8080, help="loopback: nginx port")
     ap.add_argument("--state-dir", default=".siokit/bench-loopback")
     ap.add_argument("--out", default=f"reports/bench-{time.strftime('%Y%m%d-%H%M%S')}")
-    ap.add_argument("--name", default=None,
-                    help="also write the run's summary to RESULTS_DIR/NAME.json (commit it next to its figures)")
+    ap.add_argument(
+        "--name",
+        default=None,
+        help="also write the run's summary to RESULTS_DIR/NAME.json (commit it next to its figures)",
+    )
     ap.add_argument("--results-dir", default=str(ROOT / "bench" / "results"))
     ap.add_argument("--by-container", action="store_true", help="memory per component@container")
-    ap.add_argument("--min-available-gib", type=float, default=1.5,
-                    help="stop the load (SIGINT, clean ramp-down) when MemAvailable falls below this")
+    ap.add_argument(
+        "--min-available-gib",
+        type=float,
+        default=1.5,
+        help="stop the load (SIGINT, clean ramp-down) when MemAvailable falls below this",
+    )
     slo_g = ap.add_argument_group("capacity at a latency SLO")
-    slo_g.add_argument("--slo-p95-ms", type=float, default=None,
-                       help="find the most clients held with p95 broadcast fan-out <= this (steps of --step)")
+    slo_g.add_argument(
+        "--slo-p95-ms",
+        type=float,
+        default=None,
+        help="find the most clients held with p95 broadcast fan-out <= this (steps of --step)",
+    )
     slo_g.add_argument("--step", type=int, default=5000, help="clients added per step (default 5000)")
     slo_g.add_argument("--max", type=int, default=None, help="last step (default --connections)")
     slo_g.add_argument("--slo-hold", type=float, default=20.0, help="hold per step, seconds (default 20)")
-    slo_g.add_argument("--slo-broadcast-every", type=float, default=2.0,
-                       help="broadcast interval during a step's hold (default 2 s)")
+    slo_g.add_argument(
+        "--slo-broadcast-every", type=float, default=2.0, help="broadcast interval during a step's hold (default 2 s)"
+    )
     args, load_args = ap.parse_known_args(argv)
     if args.slo_p95_ms is not None:
         try:
@@ -408,8 +467,13 @@ def main(argv: list[str] | None = None) -> int:
             bench = _slo_run(target, args, load_args, out, key)
             (out / "slo.json").write_text(json.dumps(bench, indent=2))
         else:
-            bench = run(target, ["--connections", str(args.connections), *load_args], out, key=key,
-                        floor_gib=args.min_available_gib)
+            bench = run(
+                target,
+                ["--connections", str(args.connections), *load_args],
+                out,
+                key=key,
+                floor_gib=args.min_available_gib,
+            )
     finally:
         if args.target == "loopback":
             from siokit import local

@@ -175,8 +175,12 @@ def _read_env_file(path: Path) -> dict[str, str]:
 def _spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> int:
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=env, start_new_session=True,
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
         )
     return proc.pid
 
@@ -271,8 +275,13 @@ def up(stack: LocalStack) -> LocalStack:
 def _nginx_cmd(stack: LocalStack) -> list[str]:
     nginx = shutil.which("nginx", path="/usr/sbin:/usr/bin:/sbin") or "nginx"
     return [
-        nginx, "-p", str(stack.state_dir), "-e", str(stack.state_dir / "nginx-error.log"),
-        "-c", str(stack.rendered / "nginx" / "nginx.conf"),
+        nginx,
+        "-p",
+        str(stack.state_dir),
+        "-e",
+        str(stack.state_dir / "nginx-error.log"),
+        "-c",
+        str(stack.rendered / "nginx" / "nginx.conf"),
     ]
 
 
@@ -345,6 +354,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"siokit local up failed: {exc}\nlogs: {state_dir}", file=sys.stderr)
         down(state_dir)
         return 1
-    print(f"loopback stack up: {stack.url}/ (nginx, {len(stack.app_ports)} uWSGI instances on "
-          f"{stack.app_ports}, Redis on {stack.redis_port}); state and logs in {state_dir}")
+    print(
+        f"loopback stack up: {stack.url}/ (nginx, {len(stack.app_ports)} uWSGI instances on "
+        f"{stack.app_ports}, Redis on {stack.redis_port}); state and logs in {state_dir}"
+    )
     return 0

@@ -279,9 +279,11 @@ def _fanout_seconds(target: Target, app: HostFacts, lb: HostFacts, per_host: int
     if target.colocated:
         per = UWSGI_CPU_S_PER_DELIVERY + NGINX_CPU_S_PER_DELIVERY + LOADGEN_CPU_S_PER_DELIVERY
         secs = target.sockets * per / app.cores
-        return secs, (f"{target.sockets} deliveries x ({UWSGI_CPU_S_PER_DELIVERY * 1e6:g} uWSGI + "
-                      f"{NGINX_CPU_S_PER_DELIVERY * 1e6:g} nginx + {LOADGEN_CPU_S_PER_DELIVERY * 1e6:g} load "
-                      f"generator) us / {app.cores} shared cores = {secs:.1f} s")
+        return secs, (
+            f"{target.sockets} deliveries x ({UWSGI_CPU_S_PER_DELIVERY * 1e6:g} uWSGI + "
+            f"{NGINX_CPU_S_PER_DELIVERY * 1e6:g} nginx + {LOADGEN_CPU_S_PER_DELIVERY * 1e6:g} load "
+            f"generator) us / {app.cores} shared cores = {secs:.1f} s"
+        )
     app_s = per_host * UWSGI_CPU_S_PER_DELIVERY / app.cores
     lb_s = target.sockets * NGINX_CPU_S_PER_DELIVERY / lb.cores
     return max(app_s, lb_s), (
@@ -450,9 +452,8 @@ def _plan_memory(
     target: Target, app: HostFacts, lb: HostFacts, gen: HostFacts, uwsgi: UwsgiPlan, per_host: int
 ) -> MemoryPlan:
     s = target.sockets
-    uwsgi_host = (
-        per_host * UWSGI_BYTES_PER_SOCKET
-        + uwsgi.instances_per_host * (UWSGI_BASE_BYTES + uwsgi.async_cores * UWSGI_BYTES_PER_ASYNC_CORE)
+    uwsgi_host = per_host * UWSGI_BYTES_PER_SOCKET + uwsgi.instances_per_host * (
+        UWSGI_BASE_BYTES + uwsgi.async_cores * UWSGI_BYTES_PER_ASYNC_CORE
     )
     nginx = s * NGINX_BYTES_PER_CLIENT
     loadgen = s * LOADGEN_BYTES_PER_CLIENT

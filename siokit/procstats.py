@@ -85,9 +85,7 @@ def _root_of(pid: int, parents: dict[int, int], roots: dict[int, str | None]) ->
     return None
 
 
-def find_processes(
-    roots: dict[int, str | None] | None = None, containers: set[str] | None = None
-) -> list[Proc]:
+def find_processes(roots: dict[int, str | None] | None = None, containers: set[str] | None = None) -> list[Proc]:
     """Processes of the stack under test.
 
     roots: pid -> component for whole process trees (None: classify each process by its command

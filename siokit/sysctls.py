@@ -10,27 +10,31 @@ from collections.abc import Mapping
 from typing import Any
 
 # Sysctls that are limits: a host value above the plan is kept (lowering it could break the host).
-RAISE_ONLY = frozenset({
-    "fs.file-max",
-    "fs.nr_open",
-    "net.core.somaxconn",
-    "net.core.netdev_max_backlog",
-    "net.ipv4.tcp_max_syn_backlog",
-    "net.netfilter.nf_conntrack_max",
-})
+RAISE_ONLY = frozenset(
+    {
+        "fs.file-max",
+        "fs.nr_open",
+        "net.core.somaxconn",
+        "net.core.netdev_max_backlog",
+        "net.ipv4.tcp_max_syn_backlog",
+        "net.netfilter.nf_conntrack_max",
+    }
+)
 PORT_RANGE = "net.ipv4.ip_local_port_range"
 # Planned sysctls that belong to a network namespace, so a container gets them at creation
 # (`docker run --sysctl`, molecule's platform `sysctls`); its /proc/sys is read-only afterwards.
 # The rest (fs.*, net.core.netdev_max_backlog, net.ipv4.tcp_mem, nf_conntrack_max) are host-wide.
-CONTAINER_SETTABLE = frozenset({
-    "net.core.somaxconn",
-    "net.ipv4.ip_local_port_range",
-    "net.ipv4.tcp_tw_reuse",
-    "net.ipv4.tcp_fin_timeout",
-    "net.ipv4.tcp_max_syn_backlog",
-    "net.ipv4.tcp_rmem",
-    "net.ipv4.tcp_wmem",
-})
+CONTAINER_SETTABLE = frozenset(
+    {
+        "net.core.somaxconn",
+        "net.ipv4.ip_local_port_range",
+        "net.ipv4.tcp_tw_reuse",
+        "net.ipv4.tcp_fin_timeout",
+        "net.ipv4.tcp_max_syn_backlog",
+        "net.ipv4.tcp_rmem",
+        "net.ipv4.tcp_wmem",
+    }
+)
 
 
 def norm(value: Any) -> str:

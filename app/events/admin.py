@@ -21,8 +21,10 @@ class AdminNamespace(SiokitNamespace):
         secret = self.state.config.admin_secret
         token = auth.get("token") if isinstance(auth, dict) else None
         # No secret configured means no admin at all, not "any token goes".
-        if not secret or not isinstance(token, str) or not hmac.compare_digest(
-            token.encode("utf-8"), secret.encode("utf-8")
+        if (
+            not secret
+            or not isinstance(token, str)
+            or not hmac.compare_digest(token.encode("utf-8"), secret.encode("utf-8"))
         ):
             self.state.metrics.refused.labels(namespace=self.namespace).inc()
             log.warning("refused /admin connection from %s", self.sid)
@@ -65,9 +67,7 @@ def instance_counts(state: Any) -> dict[str, Any]:
     for namespace, ns_rooms in manager.rooms.items():
         connected = ns_rooms.get(None, {})
         room_counts[namespace] = {
-            str(name): len(members)
-            for name, members in ns_rooms.items()
-            if name is not None and name not in connected
+            str(name): len(members) for name, members in ns_rooms.items() if name is not None and name not in connected
         }
     return {
         "instance": state.config.instance_id,

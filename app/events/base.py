@@ -51,14 +51,21 @@ class SiokitNamespace(Namespace):
         if verdict is Verdict.DISCONNECT:
             self.state.metrics.rate_limit_disconnects.labels(namespace=self.namespace).inc()
             self.state.throttled_log.warning(
-                "rate-limit-disconnect", "cut off socket %s on %s: over %d dropped events in 10 s",
-                sid, self.namespace, limiter.drop_limit,
+                "rate-limit-disconnect",
+                "cut off socket %s on %s: over %d dropped events in 10 s",
+                sid,
+                self.namespace,
+                limiter.drop_limit,
             )
             self._cut_off(sid)
         else:
             self.state.throttled_log.warning(
-                "rate-limited", "dropped events over %g/s (burst %d) from socket %s on %s",
-                limiter.rate, limiter.burst, sid, self.namespace,
+                "rate-limited",
+                "dropped events over %g/s (burst %d) from socket %s on %s",
+                limiter.rate,
+                limiter.burst,
+                sid,
+                self.namespace,
             )
         return error("rate limited: too many events")
 

@@ -39,7 +39,9 @@ def send(self: Any, pkt: Any) -> None:
         from engineio import packet
 
         logger.info(
-            "%s: Sending packet %s data %s", self.sid, packet.packet_names[pkt.packet_type],
+            "%s: Sending packet %s data %s",
+            self.sid,
+            packet.packet_names[pkt.packet_type],
             pkt.data if not isinstance(pkt.data, bytes) else "<binary>",
         )
 

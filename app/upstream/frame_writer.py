@@ -52,7 +52,10 @@ class WriterStats:
             log.warning(
                 "closed %d slow consumer socket(s) in the last %.0f s: backlog past %d bytes "
                 "(SIOKIT_MAX_BACKLOG_BYTES); %d since start",
-                self._unlogged, SUMMARY_INTERVAL, bound, self.slow_consumer_closes,
+                self._unlogged,
+                SUMMARY_INTERVAL,
+                bound,
+                self.slow_consumer_closes,
             )
             self._unlogged = 0
 

@@ -13,8 +13,9 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="siokit doctor", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="siokit doctor", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--url", required=True, help="the public URL clients use (nginx on the lb)")
     p.add_argument("--inventory", help="Ansible inventory of the deployment: adds the host-side checks")
     p.add_argument("--json", action="store_true", help="a JSON report instead of text")

@@ -38,6 +38,4 @@ def format_text(results: list[Check]) -> str:
 
 
 def format_json(results: list[Check]) -> str:
-    return json.dumps(
-        {"ok": not any(r.failed for r in results), "checks": [asdict(r) for r in results]}, indent=2
-    )
+    return json.dumps({"ok": not any(r.failed for r in results), "checks": [asdict(r) for r in results]}, indent=2)

@@ -23,8 +23,12 @@ def check_spread(fleet: hs.Fleet) -> Check:
     health = _health_of_all(fleet)
     down = [k for k, h in health.items() if h is None]
     if down:
-        return Check("upstream spread", FAIL, f"instances not answering /healthz: {', '.join(down)}",
-                     "systemctl status siokit-uwsgi@PORT on that host; journalctl -u siokit-uwsgi@PORT")
+        return Check(
+            "upstream spread",
+            FAIL,
+            f"instances not answering /healthz: {', '.join(down)}",
+            "systemctl status siokit-uwsgi@PORT on that host; journalctl -u siokit-uwsgi@PORT",
+        )
     return hs.judge_spread({k: int(h["connected"]) for k, h in health.items() if h is not None})
 
 
@@ -32,8 +36,10 @@ def check_subscribers(fleet: hs.Fleet) -> Check:
     running = sum(h is not None for h in _health_of_all(fleet).values())
     _, app = fleet.hosts("app")[0]
     # As the app's own Redis user, with its URL from the env file: no secret on a command line.
-    code = ("import os, redis; print(redis.Redis.from_url(os.environ['SIOKIT_MESSAGE_QUEUE'])"
-            f".pubsub_numsub({hs.CHANNEL!r})[0][1])")
+    code = (
+        "import os, redis; print(redis.Redis.from_url(os.environ['SIOKIT_MESSAGE_QUEUE'])"
+        f".pubsub_numsub({hs.CHANNEL!r})[0][1])"
+    )
     out = hs._out(app, f"bash -c {shlex.quote(_with_app_env(code))}")
     return hs.judge_subscribers(int(out.strip()), running)
 
@@ -49,17 +55,23 @@ def check_external_emit(pub: cl.Public, fleet: hs.Fleet) -> Check:
     _, app = fleet.hosts("app")[0]
     ws, sid = cl.open_listener(pub)
     token = uuid.uuid4().hex
-    code = ("import os, socketio; socketio.RedisManager(os.environ['SIOKIT_MESSAGE_QUEUE'], "
-            f"channel={hs.CHANNEL!r}, write_only=True).emit('doctor', {{'token': {token!r}}}, "
-            f"room={sid!r}, namespace='/')")
+    code = (
+        "import os, socketio; socketio.RedisManager(os.environ['SIOKIT_MESSAGE_QUEUE'], "
+        f"channel={hs.CHANNEL!r}, write_only=True).emit('doctor', {{'token': {token!r}}}, "
+        f"room={sid!r}, namespace='/')"
+    )
     with ws:
         hs._out(app, f"bash -c {shlex.quote(_with_app_env(code))}")
         got = cl.wait_event(ws, "doctor")
     if got and isinstance(got[0], dict) and got[0].get("token") == token:
         return Check(name, PASS, "a write-only RedisManager on an app host reached a websocket client via lb")
-    return Check(name, FAIL, f"the client got {got!r} within {cl.TIMEOUT:g} s",
-                 "every instance must subscribe to the queue (see 'message queue subscribers'); external "
-                 "emitters need the same channel and URL (Flask-SocketIO #1910)")
+    return Check(
+        name,
+        FAIL,
+        f"the client got {got!r} within {cl.TIMEOUT:g} s",
+        "every instance must subscribe to the queue (see 'message queue subscribers'); external "
+        "emitters need the same channel and URL (Flask-SocketIO #1910)",
+    )
 
 
 def check_versions(fleet: hs.Fleet) -> Check:
@@ -72,8 +84,10 @@ def check_versions(fleet: hs.Fleet) -> Check:
 def check_limits(fleet: hs.Fleet) -> Check:
     problems, seen = [], []
     # Anchored at the start of the command line, so the shell running pgrep never matches itself.
-    for group, pattern, key in (("lb", "^nginx: worker", ("nginx", "worker_rlimit_nofile")),
-                                ("app", "^[^ ]*/uwsgi ", ("uwsgi", "limit_nofile"))):
+    for group, pattern, key in (
+        ("lb", "^nginx: worker", ("nginx", "worker_rlimit_nofile")),
+        ("app", "^[^ ]*/uwsgi ", ("uwsgi", "limit_nofile")),
+    ):
         for name, host in fleet.hosts(group):
             plan = hs._plan(host)
             want = int(plan[key[0]][key[1]])
@@ -86,8 +100,12 @@ def check_limits(fleet: hs.Fleet) -> Check:
             if low < want:
                 problems.append(f"{name}: {key[0]} runs with nofile {low} < planned {want}")
     if problems:
-        return Check("open-file limits", FAIL, "; ".join(problems),
-                     "LimitNOFILE= in the unit (services ignore limits.conf); re-run site.yml and restart")
+        return Check(
+            "open-file limits",
+            FAIL,
+            "; ".join(problems),
+            "LimitNOFILE= in the unit (services ignore limits.conf); re-run site.yml and restart",
+        )
     return Check("open-file limits", PASS, "; ".join(seen))
 
 
@@ -139,4 +157,3 @@ def run(url: str, fleet: hs.Fleet | None) -> list[Check]:
             got = Check(name, FAIL, f"the check itself failed: {type(exc).__name__}: {exc}")
         results += got if isinstance(got, list) else [got]
     return results
-

@@ -45,13 +45,18 @@ class Public:
         self.port = parts.port or (443 if self.tls else 80)
         self.origin = f"{parts.scheme}://{parts.netloc}"
 
-    def request(self, method: str, query: str, body: str | None = None,
-                headers: dict[str, str] | None = None) -> tuple[int, str]:
+    def request(
+        self, method: str, query: str, body: str | None = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, str]:
         cls = http.client.HTTPSConnection if self.tls else http.client.HTTPConnection
         conn = cls(self.host, self.port, timeout=TIMEOUT)
         try:
-            conn.request(method, f"{PATH}?EIO=4&{query}", body=body,
-                         headers={"Content-Type": "text/plain;charset=UTF-8", **(headers or {})})
+            conn.request(
+                method,
+                f"{PATH}?EIO=4&{query}",
+                body=body,
+                headers={"Content-Type": "text/plain;charset=UTF-8", **(headers or {})},
+            )
             resp = conn.getresponse()
             return resp.status, resp.read().decode("utf-8", "replace")
         finally:
@@ -62,13 +67,18 @@ class Public:
         if status != 200 or not body.startswith("0"):
             raise RuntimeError(f"polling handshake answered {status}: {body[:200]!r}")
         data = json.loads(body[1:])
-        return Handshake(data["sid"], data["pingInterval"] / 1000, data["pingTimeout"] / 1000,
-                         int(data.get("maxPayload", 0)))
+        return Handshake(
+            data["sid"], data["pingInterval"] / 1000, data["pingTimeout"] / 1000, int(data.get("maxPayload", 0))
+        )
 
     def websocket(self, query: str) -> ClientConnection:
         scheme = "wss" if self.tls else "ws"
-        return connect(f"{scheme}://{self.host}:{self.port}{PATH}?EIO=4&{query}",
-                       open_timeout=TIMEOUT, origin=Origin(self.origin), compression=None)
+        return connect(
+            f"{scheme}://{self.host}:{self.port}{PATH}?EIO=4&{query}",
+            open_timeout=TIMEOUT,
+            origin=Origin(self.origin),
+            compression=None,
+        )
 
 
 def _recv_until(ws: ClientConnection, want: str, deadline: float) -> str:
@@ -94,9 +104,13 @@ def check_upgrade(pub: Public) -> Check:
     try:
         ws = pub.websocket(f"transport=websocket&sid={hs.sid}")
     except InvalidStatus as exc:
-        return Check(name, FAIL, f"the upgrade request got HTTP {exc.response.status_code}, not 101",
-                     "proxy /socket.io with proxy_http_version 1.1 and the Upgrade/Connection headers; "
-                     "build uWSGI with SSL (unbit/uwsgi#744)")
+        return Check(
+            name,
+            FAIL,
+            f"the upgrade request got HTTP {exc.response.status_code}, not 101",
+            "proxy /socket.io with proxy_http_version 1.1 and the Upgrade/Connection headers; "
+            "build uWSGI with SSL (unbit/uwsgi#744)",
+        )
     with ws:
         deadline = time.monotonic() + TIMEOUT
         ws.send("2probe")
@@ -119,9 +133,13 @@ def check_sticky_polling(pub: Public, rounds: int = 10) -> Check:
         statuses.append(pub.request("GET", q, headers={"Origin": pub.origin}))
     bad = [(s, b[:60]) for s, b in statuses if s != 200]
     if bad:
-        return Check(name, FAIL, f"{len(bad)} of {len(statuses)} requests on one session failed: {bad[:3]}",
-                     "long-polling needs a sticky upstream: nginx_balance ip_hash or hash_remote_addr "
-                     "(Flask-SocketIO #671, #439)")
+        return Check(
+            name,
+            FAIL,
+            f"{len(bad)} of {len(statuses)} requests on one session failed: {bad[:3]}",
+            "long-polling needs a sticky upstream: nginx_balance ip_hash or hash_remote_addr "
+            "(Flask-SocketIO #671, #439)",
+        )
     return Check(name, PASS, f"{len(statuses)} requests on one session id, none refused")
 
 
@@ -131,8 +149,13 @@ def check_origins(pub: Public) -> Check:
     foreign, _ = pub.request("GET", "transport=polling", headers={"Origin": FOREIGN_ORIGIN})
     measured = f"Origin {pub.origin}: HTTP {own}; Origin {FOREIGN_ORIGIN}: HTTP {foreign}"
     if own != 200:
-        return Check(name, FAIL, measured, "add the public URL to app_cors_origins, and pass nginx's Host "
-                     "and X-Forwarded-Proto upstream (Flask-SocketIO #1319, #1406)")
+        return Check(
+            name,
+            FAIL,
+            measured,
+            "add the public URL to app_cors_origins, and pass nginx's Host "
+            "and X-Forwarded-Proto upstream (Flask-SocketIO #1319, #1406)",
+        )
     if foreign == 200:
         return Check(name, FAIL, measured, "app_cors_origins must list your public origins, not '*'")
     return Check(name, PASS, measured)

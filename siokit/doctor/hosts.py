@@ -103,18 +103,26 @@ def judge_spread(counts: Mapping[str, int]) -> Check:
     if total < 2 * len(counts):
         return Check(name, INFO, measured + " (too few sockets to judge the spread)")
     if counts[biggest] > 2 * mean:
-        return Check(name, FAIL, measured + " (> 2x the mean)",
-                     "ip_hash keys on three octets: clients of one /24 land on one instance; use "
-                     "nginx_balance hash_remote_addr (Flask-SocketIO #468, #742)")
+        return Check(
+            name,
+            FAIL,
+            measured + " (> 2x the mean)",
+            "ip_hash keys on three octets: clients of one /24 land on one instance; use "
+            "nginx_balance hash_remote_addr (Flask-SocketIO #468, #742)",
+        )
     return Check(name, PASS, measured)
 
 
 def judge_subscribers(numsub: int, running: int) -> Check:
     measured = f"PUBSUB NUMSUB {CHANNEL} = {numsub}, running instances = {running}"
     if running == 0 or numsub != running:
-        return Check("message queue subscribers", FAIL, measured,
-                     "every instance must subscribe: check SIOKIT_MESSAGE_QUEUE, Redis reachability and "
-                     "the instances' logs; a non-subscribed instance never hears other instances' emits")
+        return Check(
+            "message queue subscribers",
+            FAIL,
+            measured,
+            "every instance must subscribe: check SIOKIT_MESSAGE_QUEUE, Redis reachability and "
+            "the instances' logs; a non-subscribed instance never hears other instances' emits",
+        )
     return Check("message queue subscribers", PASS, measured)
 
 
@@ -122,14 +130,18 @@ def _version(v: str) -> tuple[int, ...]:
     return tuple(int(x) for x in re.findall(r"\d+", v)[:3])
 
 
-def judge_versions(installed: Mapping[str, str], pinned: Mapping[str, str], health: Mapping[str, Any],
-                   uwsgi_ssl: bool) -> Check:
+def judge_versions(
+    installed: Mapping[str, str], pinned: Mapping[str, str], health: Mapping[str, Any], uwsgi_ssl: bool
+) -> Check:
     problems = []
     eio = installed.get("python-engineio")
     if eio is None or _version(eio) < ENGINEIO_MIN:
         problems.append(f"python-engineio {eio} < 4.2.1 (stalls near 1024 sockets under gevent_uwsgi)")
-    problems += [f"{p} {installed.get(p)} is not the pinned {pinned[p]}" for p in PINNED
-                 if p in pinned and installed.get(p) != pinned[p]]
+    problems += [
+        f"{p} {installed.get(p)} is not the pinned {pinned[p]}"
+        for p in PINNED
+        if p in pinned and installed.get(p) != pinned[p]
+    ]
     if not uwsgi_ssl:
         problems.append("uWSGI is not linked with OpenSSL: no websocket handshake (unbit/uwsgi#744)")
     if health.get("async_mode") != "gevent_uwsgi":
@@ -140,8 +152,12 @@ def judge_versions(installed: Mapping[str, str], pinned: Mapping[str, str], heal
         problems.append("gevent's monkey patching is not active (Flask-SocketIO #531)")
     measured = ", ".join(f"{p} {installed.get(p)}" for p in PINNED) + f"; async_mode {health.get('async_mode')}"
     if problems:
-        return Check("versions and async mode", FAIL, "; ".join(problems),
-                     "redeploy with the kit (site.yml installs the pinned versions from constraints.txt)")
+        return Check(
+            "versions and async mode",
+            FAIL,
+            "; ".join(problems),
+            "redeploy with the kit (site.yml installs the pinned versions from constraints.txt)",
+        )
     return Check("versions and async mode", PASS, measured)
 
 
@@ -155,8 +171,7 @@ def pinned_versions(constraints: Path) -> dict[str, str]:
 
 
 def installed_versions(host: Any) -> dict[str, str]:
-    code = ("import importlib.metadata as m, json; print(json.dumps({p: m.version(p) for p in "
-            f"{list(PINNED)!r}}}))")
+    code = f"import importlib.metadata as m, json; print(json.dumps({{p: m.version(p) for p in {list(PINNED)!r}}}))"
     return dict(json.loads(_out(host, f"{APP_VENV}/bin/python -c {shlex.quote(code)}")))
 
 
@@ -168,8 +183,9 @@ def nofile(host: Any, pids: Sequence[int]) -> list[int]:
     return soft
 
 
-def judge_sysctls(name: str, planned: Mapping[str, str], live: Mapping[str, str | None],
-                  writable: Mapping[str, bool]) -> list[Check]:
+def judge_sysctls(
+    name: str, planned: Mapping[str, str], live: Mapping[str, str | None], writable: Mapping[str, bool]
+) -> list[Check]:
     wrong: list[str] = []
     cannot: list[str] = []
     for key, want in planned.items():
@@ -185,8 +201,7 @@ def judge_sysctls(name: str, planned: Mapping[str, str], live: Mapping[str, str 
     else:
         out.append(Check(f"sysctls on {name}", PASS, f"{len(planned) - len(cannot)} planned sysctls in force"))
     if cannot:
-        out.append(Check(f"sysctls on {name} (not settable)", INFO,
-                         "a container cannot set: " + "; ".join(cannot)))
+        out.append(Check(f"sysctls on {name} (not settable)", INFO, "a container cannot set: " + "; ".join(cannot)))
     return out
 
 
@@ -211,14 +226,20 @@ def nginx_timeouts(conf: str, ping_interval: float, ping_timeout: float, max_mes
     units = {"": 1, "k": 1024, "m": 1024**2}
     body_max = min((int(n) * units[u.lower()] for n, u in mb), default=1024**2)  # nginx's default 1m
     needed = ping_interval + ping_timeout
-    measured = (f"proxy_read_timeout {read_timeout} s vs ping interval + timeout {needed:g} s; "
-                f"client_max_body_size {body_max} B vs max message {max_message} B")
+    measured = (
+        f"proxy_read_timeout {read_timeout} s vs ping interval + timeout {needed:g} s; "
+        f"client_max_body_size {body_max} B vs max message {max_message} B"
+    )
     problems = []
     if read_timeout <= needed:
         problems.append("nginx closes idle websockets before Engine.IO's heartbeat does")
     if body_max < max_message:
         problems.append("payloads above client_max_body_size get 413 (Flask-SocketIO #469)")
     if problems:
-        return Check("nginx timeouts and sizes", FAIL, measured + ": " + "; ".join(problems),
-                     "re-run site.yml: the nginx role derives both from the app's settings")
+        return Check(
+            "nginx timeouts and sizes",
+            FAIL,
+            measured + ": " + "; ".join(problems),
+            "re-run site.yml: the nginx role derives both from the app's settings",
+        )
     return Check("nginx timeouts and sizes", PASS, measured)

@@ -26,6 +26,7 @@ UWSGI = VENV / "bin" / "uwsgi"
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
 
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -153,9 +154,7 @@ def run_uwsgi(
                 break
             except OSError:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"uWSGI did not answer /healthz in {START_TIMEOUT}s:\n{proc.log()}"
-                    ) from None
+                    raise RuntimeError(f"uWSGI did not answer /healthz in {START_TIMEOUT}s:\n{proc.log()}") from None
                 time.sleep(0.1)
         yield proc
     finally:
@@ -169,8 +168,19 @@ def run_redis(tmp_path: Path) -> Iterator[Proc]:
     if binary is None:
         raise RuntimeError("redis-server not installed (Debian package redis-server)")
     port = free_port()
-    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-            "--dir", str(tmp_path)]
+    args = [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(tmp_path),
+    ]
     proc = _spawn(args, os.environ, tmp_path / "redis.log", port)
     proc.url = f"redis://127.0.0.1:{port}/0"
     try:

@@ -182,7 +182,7 @@ def _per_broadcast(total: WorkerStats) -> list[dict[str, Any]]:
 
 
 def _pings(total: WorkerStats, held: int) -> dict[str, Any]:
-    """"Held with pings running": of the clients held at the end, how many heard a ping during
+    """ "Held with pings running": of the clients held at the end, how many heard a ping during
     the hold, and the fewest / median pings per held client."""
     counts = sorted(total.pings_held.items())
     n = sum(c for _, c in counts)

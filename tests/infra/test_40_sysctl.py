@@ -106,7 +106,8 @@ def test_sysctls_not_settable_here(node):
     # The reason given must be true: a key left out as "read-only" sits on a read-only mount, else
     # the tuning role could have set it and the NAMESPACED pattern above hides a real miss.
     writable = [
-        k for k, why in not_here.items()
+        k
+        for k, why in not_here.items()
         if why.startswith("container") and not read_only_mount(node, "/proc/sys/" + k.replace(".", "/"))
     ]
     assert not writable, f"listed as not settable but writable on {node.siokit_name}: {writable}"

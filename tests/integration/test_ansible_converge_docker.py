@@ -279,8 +279,20 @@ def test_the_stack_answers(converged: dict) -> None:
     assert units == ["active"] * 3
     # TLS with the operator's certificate: curl trusts that one only
     docker("cp", str(converged["crt"]), f"{name}:/tmp/operator.crt")
-    tls = docker("exec", name, "curl", "-sS", "--cacert", "/tmp/operator.crt", "-D", "-", "-o", "/dev/null",
-                 "https://127.0.0.1/healthz", check=False)
+    tls = docker(
+        "exec",
+        name,
+        "curl",
+        "-sS",
+        "--cacert",
+        "/tmp/operator.crt",
+        "-D",
+        "-",
+        "-o",
+        "/dev/null",
+        "https://127.0.0.1/healthz",
+        check=False,
+    )
     assert tls.returncode == 0 and " 200" in tls.stdout.splitlines()[0], tls.stdout + tls.stderr
     assert "strict-transport-security: max-age=600" in tls.stdout.lower()
     # Redis wants its password, on the private address too
@@ -383,8 +395,20 @@ def test_hosts_and_origins_through_nginx(converged: dict) -> None:
     # /metrics: loopback is a monitoring network by default, the container's address is not
     address = converged_address(name)
     ok = _exec(name, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1/metrics").stdout
-    refused = _exec(name, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--interface", address,
-                    "-H", "Host: 127.0.0.1", f"http://{address}/metrics").stdout
+    refused = _exec(
+        name,
+        "curl",
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--interface",
+        address,
+        "-H",
+        "Host: 127.0.0.1",
+        f"http://{address}/metrics",
+    ).stdout
     assert (ok, refused) == ("200", "403")
 
 

@@ -112,9 +112,7 @@ def test_polling_client_upgrades_to_websocket(server: Proc) -> None:
 def test_chat_reaches_others_not_sender_and_rooms_work(server: Proc) -> None:
     got_a: list[Any] = []
     got_b: list[Any] = []
-    with sio_client(server.url, transports=["websocket"]) as a, sio_client(
-        server.url, transports=["websocket"]
-    ) as b:
+    with sio_client(server.url, transports=["websocket"]) as a, sio_client(server.url, transports=["websocket"]) as b:
         a.on("chat", got_a.append)
         b.on("chat", got_b.append)
         a.on("room_message", got_a.append)
@@ -319,7 +317,7 @@ def test_garbage_polling_posts(server: Proc) -> None:
     # A real polling session, then garbage and an oversized body on it.
     with urllib.request.urlopen(f"{server.url}/socket.io/?EIO=4&transport=polling", timeout=5) as resp:
         sid = json.loads(resp.read().decode()[1:])["sid"]
-    post(f"&sid={sid}", b"\x00\x01garbage\x1e42[\"x\"")
+    post(f"&sid={sid}", b'\x00\x01garbage\x1e42["x"')
     # Oversized, with no long-polling GET outstanding: python-engineio alone would block this request
     # forever (see app/upstream/guard.py); the guard answers 413 at once.
     started = time.monotonic()
@@ -355,9 +353,12 @@ def test_admin_broadcast_on_a_reaches_client_on_b(tmp_path: Path) -> None:
             assert wait_until(lambda: redis_numsub(redis.port, "flask-socketio") == 2, timeout=5)
             received: list[dict[str, Any]] = []
             chats: list[dict[str, Any]] = []
-            with sio_client(b.url, transports=["websocket"]) as on_b, sio_client(
-                a.url, namespaces=["/", "/admin"], transports=["websocket"], auth={"token": ADMIN_SECRET}
-            ) as admin_on_a:
+            with (
+                sio_client(b.url, transports=["websocket"]) as on_b,
+                sio_client(
+                    a.url, namespaces=["/", "/admin"], transports=["websocket"], auth={"token": ADMIN_SECRET}
+                ) as admin_on_a,
+            ):
                 on_b.on("broadcast", received.append)
                 on_b.on("chat", chats.append)
                 ack = admin_on_a.call("broadcast", {"seq": 0, "text": "to all"}, namespace="/admin", timeout=5)

@@ -19,11 +19,26 @@ pytestmark = pytest.mark.integration
 
 def test_small_loopback_bench_measures_every_component(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    rc = bench_main([
-        "--target", "loopback", "--connections", "300", "--port", str(free_base_port()),
-        "--state-dir", str(tmp_path / "stack"), "--out", str(out),
-        "--hold", "8", "--broadcast-every", "3", "--echo-every", "3",
-    ])
+    rc = bench_main(
+        [
+            "--target",
+            "loopback",
+            "--connections",
+            "300",
+            "--port",
+            str(free_base_port()),
+            "--state-dir",
+            str(tmp_path / "stack"),
+            "--out",
+            str(out),
+            "--hold",
+            "8",
+            "--broadcast-every",
+            "3",
+            "--echo-every",
+            "3",
+        ]
+    )
     assert rc == 0
     bench = json.loads((out / "bench.json").read_text())
     load, measured = bench["load"], bench["measured"]
@@ -46,11 +61,24 @@ def test_small_loopback_bench_measures_every_component(tmp_path: Path) -> None:
 def test_memory_guard_stops_the_load_cleanly(tmp_path: Path) -> None:
     """A floor above all the memory there is trips at once: the load stops, the report still comes."""
     out = tmp_path / "out"
-    rc = bench_main([
-        "--target", "loopback", "--connections", "200", "--port", str(free_base_port()),
-        "--state-dir", str(tmp_path / "stack"), "--out", str(out), "--hold", "30",
-        "--min-available-gib", "100000",
-    ])
+    rc = bench_main(
+        [
+            "--target",
+            "loopback",
+            "--connections",
+            "200",
+            "--port",
+            str(free_base_port()),
+            "--state-dir",
+            str(tmp_path / "stack"),
+            "--out",
+            str(out),
+            "--hold",
+            "30",
+            "--min-available-gib",
+            "100000",
+        ]
+    )
     assert rc == 0
     bench = json.loads((out / "bench.json").read_text())
     guard = bench["measured"]["memory_guard"]

@@ -33,9 +33,18 @@ def browsers() -> Iterator[list[webdriver.Chrome]]:
         opts = webdriver.ChromeOptions()
         opts.binary_location = CHROMIUM
         # The flags that keep Chromium off the (closed) network and out of the sandbox it cannot have as root.
-        for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                     "--window-size=1000,700", f"--user-data-dir={profile}"):
+        for flag in (
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--window-size=1000,700",
+            f"--user-data-dir={profile}",
+        ):
             opts.add_argument(flag)
         drivers.append(webdriver.Chrome(service=webdriver.ChromeService(CHROMEDRIVER), options=opts))
     yield drivers

@@ -84,4 +84,3 @@ def test_a_non_sticky_upstream_is_caught(own_stack: LocalStack, capsys: pytest.C
 def test_bad_url_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert doctor(["--url", "ftp://x"]) == 2
     assert "--url must be http(s)://host[:port]" in capsys.readouterr().err
-

@@ -72,8 +72,12 @@ def test_emit_on_one_instance_reaches_clients_of_the_other(stack: LocalStack) ->
     a_port, b_port = stack.app_ports
     on_b = client(f"http://127.0.0.1:{b_port}", transports=["websocket"])
     on_a = client(f"http://127.0.0.1:{a_port}", transports=["websocket"])
-    admin = client(f"http://127.0.0.1:{a_port}", transports=["websocket"], namespaces=["/admin"],
-                   auth={"token": stack.admin_secret})
+    admin = client(
+        f"http://127.0.0.1:{a_port}",
+        transports=["websocket"],
+        namespaces=["/admin"],
+        auth={"token": stack.admin_secret},
+    )
     got: list[dict[str, object]] = []
     room_got_b: list[dict[str, object]] = []
     room_got_a: list[dict[str, object]] = []
@@ -129,8 +133,17 @@ def test_anonymous_namespace_through_nginx(stack: LocalStack) -> None:
 
 def test_malformed_packets_leave_the_stack_serving(stack: LocalStack) -> None:
     ws_url = f"ws://127.0.0.1:{stack.port}/socket.io/?EIO=4&transport=websocket"
-    junk = ["", "garbage", "42[\"x\"", "4" * 10, "40/nonexistent,", "42" + "[" * 5000, "9", "43999[]",
-            "42" + json.dumps(["echo", "x" * 500_000])]
+    junk = [
+        "",
+        "garbage",
+        '42["x"',
+        "4" * 10,
+        "40/nonexistent,",
+        "42" + "[" * 5000,
+        "9",
+        "43999[]",
+        "42" + json.dumps(["echo", "x" * 500_000]),
+    ]
     for payload in junk:
         try:
             ws = websocket.create_connection(ws_url, timeout=5)

@@ -32,7 +32,9 @@ def deployment_vars(tmp: Path, **extra: Any) -> dict[str, Any]:
         "app_uwsgi_binary": str(Path(sys.prefix) / "bin" / "uwsgi"),
         "loadgen_siokit_binary": str(Path(sys.prefix) / "bin" / "python"),
         "siokit_plan_input": {
-            "sockets": 160000, "app_hosts": 2, "source_ips": 4,
+            "sockets": 160000,
+            "app_hosts": 2,
+            "source_ips": 4,
             "app": {"cores": 2, "memory_gib": 24, "nofile_hard": 20000},
         },
         **extra,
@@ -42,9 +44,24 @@ def deployment_vars(tmp: Path, **extra: Any) -> dict[str, Any]:
 def self_signed(tmp: Path) -> tuple[Path, Path]:
     crt, key = tmp / "t.crt", tmp / "t.key"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=siokit-test",
-         "-keyout", str(key), "-out", str(crt)],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=siokit-test",
+            "-keyout",
+            str(key),
+            "-out",
+            str(crt),
+        ],
+        check=True,
+        capture_output=True,
     )
     return crt, key
 
@@ -86,7 +103,9 @@ def nginx_t(tmp: Path) -> subprocess.CompletedProcess[str]:
 def analyze(unit_dir: Path, *units: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [ANALYZE, "verify", "--man=no", *(str(unit_dir / u) for u in units)],
-        capture_output=True, text=True, cwd=unit_dir,
+        capture_output=True,
+        text=True,
+        cwd=unit_dir,
     )
 
 
@@ -96,8 +115,11 @@ def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     units = tmp_path / "systemd"
     result = analyze(units, "siokit-uwsgi@8001.service", "siokit.target", "siokit-load.service")
     # verify exits 0 on unknown keys, so its warnings count as failures too.
-    problems = [line for line in result.stderr.splitlines()
-                if "siokit" in line and ("Unknown" in line or "rror" in line or "not executable" in line)]
+    problems = [
+        line
+        for line in result.stderr.splitlines()
+        if "siokit" in line and ("Unknown" in line or "rror" in line or "not executable" in line)
+    ]
     assert result.returncode == 0, result.stderr
     assert not problems, result.stderr
 

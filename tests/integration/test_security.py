@@ -168,8 +168,15 @@ def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalStac
         "app_cors_origins": ALLOWED_ORIGIN,
         "nginx_monitoring_cidrs": ["127.0.0.2/32"],
     }
-    stack = LocalStack(state_dir=tmp, port=port, instances=2, balance="ip_hash", sockets=2000,
-                       redis_password=REDIS_PASSWORD, overrides=extra)
+    stack = LocalStack(
+        state_dir=tmp,
+        port=port,
+        instances=2,
+        balance="ip_hash",
+        sockets=2000,
+        redis_password=REDIS_PASSWORD,
+        overrides=extra,
+    )
     try:
         local.up(stack)
     except Exception:
@@ -246,8 +253,11 @@ def test_the_tls_check_sees_a_weak_configuration(tmp_path: Path) -> None:
     """The same s_client commands succeed against an nginx told to allow them: the check can fail."""
     crt, key = make_certificate(tmp_path)
     port, tls_port = ports_with_tls()
-    weak = {**tls_vars(crt, key, tls_port), "nginx_tls_protocols": "TLSv1 TLSv1.1 TLSv1.2",
-            "nginx_tls_ciphers": "ALL:@SECLEVEL=0"}
+    weak = {
+        **tls_vars(crt, key, tls_port),
+        "nginx_tls_protocols": "TLSv1 TLSv1.1 TLSv1.2",
+        "nginx_tls_ciphers": "ALL:@SECLEVEL=0",
+    }
     stack = LocalStack(state_dir=tmp_path, port=port, app_ports=[port + 2], overrides=weak)
     (tmp_path / "nginx-tmp").mkdir()
     render_all(stack.variables(), stack.rendered)
@@ -272,8 +282,13 @@ def test_redis_password_with_url_characters_carries_messages(secure: tuple[Local
     # app_cors_origins refuses.
     try:
         on_b.connect(f"http://127.0.0.1:{b_port}", transports=["polling"], wait_timeout=10)
-        admin.connect(f"http://127.0.0.1:{a_port}", transports=["polling"], namespaces=["/admin"],
-                      auth={"token": stack.admin_secret}, wait_timeout=10)
+        admin.connect(
+            f"http://127.0.0.1:{a_port}",
+            transports=["polling"],
+            namespaces=["/admin"],
+            auth={"token": stack.admin_secret},
+            wait_timeout=10,
+        )
         ack = admin.call("broadcast", {"seq": 1, "text": "through redis"}, namespace="/admin", timeout=5)
         assert ack["ok"] is True
         assert done.wait(5), "a broadcast from instance A never reached instance B through Redis"
@@ -337,8 +352,10 @@ def test_every_unit_is_rated_ok_by_systemd_analyze_security(tmp_path: Path) -> N
         shutil.copy(dropin, units / "nginx.service.d" / dropin.name)
     for unit in ("siokit-uwsgi@.service", "siokit-load.service"):
         shutil.copy(rendered / "systemd" / unit, units / unit)
-    scores = {unit: exposure(root, unit) for unit in
-              ("nginx.service", "siokit-uwsgi@8001.service", "siokit-load.service", "redis-server.service")}
+    scores = {
+        unit: exposure(root, unit)
+        for unit in ("nginx.service", "siokit-uwsgi@8001.service", "siokit-load.service", "redis-server.service")
+    }
     print(f"systemd-analyze security: Debian's nginx.service {bare_nginx}, with the kit's drop-ins {scores}")
     assert bare_nginx > 4.9, "Debian's bare nginx.service is rated OK: the control no longer shows anything"
     assert all(score <= 4.9 for score in scores.values()), scores

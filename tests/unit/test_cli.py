@@ -13,8 +13,24 @@ from siokit.render import TEMPLATES
 
 
 def test_plan_prints_the_sizing(capsys: pytest.CaptureFixture[str]) -> None:
-    rc = main(["plan", "--sockets", "160000", "--cores", "2", "--memory-gib", "32", "--nofile-hard", "20000",
-               "--source-ips", "4", "--app-hosts", "2", "--colocated"])
+    rc = main(
+        [
+            "plan",
+            "--sockets",
+            "160000",
+            "--cores",
+            "2",
+            "--memory-gib",
+            "32",
+            "--nofile-hard",
+            "20000",
+            "--source-ips",
+            "4",
+            "--app-hosts",
+            "2",
+            "--colocated",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0
     assert "5 instances per app host" in out
@@ -23,8 +39,21 @@ def test_plan_prints_the_sizing(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_plan_refuses_with_the_arithmetic(capsys: pytest.CaptureFixture[str]) -> None:
-    rc = main(["plan", "--sockets", "160000", "--cores", "2", "--memory-gib", "24", "--nofile-hard", "20000",
-               "--source-ips", "2"])
+    rc = main(
+        [
+            "plan",
+            "--sockets",
+            "160000",
+            "--cores",
+            "2",
+            "--memory-gib",
+            "24",
+            "--nofile-hard",
+            "20000",
+            "--source-ips",
+            "2",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2
     assert "impossible target" in err and "2 x 54835 = 109670 < 160000" in err
@@ -32,11 +61,17 @@ def test_plan_refuses_with_the_arithmetic(capsys: pytest.CaptureFixture[str]) ->
 
 def test_render_writes_every_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     vars_file = tmp_path / "vars.yml"
-    vars_file.write_text(yaml.safe_dump({
-        "siokit_redis_password": "pw", "siokit_admin_secret": "a", "siokit_redis_host": "10.0.0.5",
-        "nginx_upstream_servers": ["10.0.0.2:8001"],
-        "siokit_plan_input": {"sockets": 1000, "app": {"cores": 2, "memory_gib": 4, "nofile_hard": 20000}},
-    }))
+    vars_file.write_text(
+        yaml.safe_dump(
+            {
+                "siokit_redis_password": "pw",
+                "siokit_admin_secret": "a",
+                "siokit_redis_host": "10.0.0.5",
+                "nginx_upstream_servers": ["10.0.0.2:8001"],
+                "siokit_plan_input": {"sockets": 1000, "app": {"cores": 2, "memory_gib": 4, "nofile_hard": 20000}},
+            }
+        )
+    )
     assert main(["render", str(vars_file), str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "nginx" / "nginx.conf").exists()
     assert len(capsys.readouterr().out.splitlines()) == len(TEMPLATES)

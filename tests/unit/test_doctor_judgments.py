@@ -8,8 +8,13 @@ from siokit.doctor import FAIL, INFO, PASS, Check, format_json, format_text
 from siokit.doctor import hosts as hs
 
 HEALTH = {"async_mode": "gevent_uwsgi", "websocket_driver": "EventDrivenUWSGIWebSocket", "monkey_patched": True}
-PINS = {"python-engineio": "4.15.1", "python-socketio": "5.18.1", "flask-socketio": "5.6.0", "uwsgi": "2.0.31",
-        "gevent": "25.9.1"}
+PINS = {
+    "python-engineio": "4.15.1",
+    "python-socketio": "5.18.1",
+    "flask-socketio": "5.6.0",
+    "uwsgi": "2.0.31",
+    "gevent": "25.9.1",
+}
 
 
 def test_spread_flags_an_instance_above_twice_the_mean() -> None:
@@ -44,10 +49,16 @@ def test_pinned_versions_read_constraints(tmp_path: Path) -> None:
 
 
 def test_sysctls_raise_only_range_and_exact() -> None:
-    planned = {"net.core.somaxconn": "65535", "net.ipv4.ip_local_port_range": "1024 65535",
-               "net.ipv4.tcp_fin_timeout": "15"}
-    ok = {"net.core.somaxconn": "131072", "net.ipv4.ip_local_port_range": "1024 65535",
-          "net.ipv4.tcp_fin_timeout": "15"}
+    planned = {
+        "net.core.somaxconn": "65535",
+        "net.ipv4.ip_local_port_range": "1024 65535",
+        "net.ipv4.tcp_fin_timeout": "15",
+    }
+    ok = {
+        "net.core.somaxconn": "131072",
+        "net.ipv4.ip_local_port_range": "1024 65535",
+        "net.ipv4.tcp_fin_timeout": "15",
+    }
     writable = dict.fromkeys(planned, True)
     assert [c.status for c in hs.judge_sysctls("h", planned, ok, writable)] == [PASS]
     low = {**ok, "net.core.somaxconn": "4096", "net.ipv4.ip_local_port_range": "32768 60999"}

@@ -33,9 +33,7 @@ def scanned_files() -> Iterator[Path]:
                 yield path
 
 
-def offending_lines(
-    patterns: list[re.Pattern[str]], allowed: set[Path], suffixes: set[str] = SUFFIXES
-) -> list[str]:
+def offending_lines(patterns: list[re.Pattern[str]], allowed: set[Path], suffixes: set[str] = SUFFIXES) -> list[str]:
     found = []
     for path in scanned_files():
         if path in allowed or path.suffix not in suffixes:

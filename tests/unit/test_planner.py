@@ -91,8 +91,7 @@ def test_plan_respects_limits_or_refuses(target: Target, host: HostFacts) -> Non
         _assert_refusal_shows_its_numbers(str(exc), target, host)
         return
     # Never ask for more than the host's hard limit.
-    for limit in (p.uwsgi.limit_nofile, p.nginx.worker_rlimit_nofile, p.nginx.limit_nofile,
-                  p.loadgen.limit_nofile):
+    for limit in (p.uwsgi.limit_nofile, p.nginx.worker_rlimit_nofile, p.nginx.limit_nofile, p.loadgen.limit_nofile):
         assert limit <= host.nofile_hard
     # Every socket has a place: uWSGI instances, async cores, nginx connections, ports.
     assert p.uwsgi.instances_per_host * p.uwsgi.sockets_per_instance >= p.sockets_per_app_host
@@ -153,8 +152,10 @@ def test_160k_colocated_fits_this_machine_and_180k_does_not_and_says_why() -> No
 
 
 def test_160k_on_one_32_gib_host_needs_several_processes_and_source_ips() -> None:
-    p = plan(Target(sockets=160_000, app_hosts=2, source_ips=4, colocated=True),
-             HostFacts(cores=2, memory_gib=32, nofile_hard=20000, somaxconn=4096))
+    p = plan(
+        Target(sockets=160_000, app_hosts=2, source_ips=4, colocated=True),
+        HostFacts(cores=2, memory_gib=32, nofile_hard=20000, somaxconn=4096),
+    )
     assert p.uwsgi.instances_per_host >= 5  # 80k per host at < 20k fds per instance
     assert p.nginx.worker_processes * (20000 - FD_RESERVE) >= 2 * 160_000
     assert p.loadgen.workers >= 9
@@ -244,8 +245,11 @@ CLUSTER = Target(sockets=160_000, app_hosts=2, source_ips=4, colocated=True)
 
 
 def test_refuses_too_few_async_cores_with_the_arithmetic() -> None:
-    with pytest.raises(PlanError, match=r"async_cores 1000 is too few: .* 80000 sockets per app host / 5 instances "
-                                        r"= 16000 per instance; need async_cores >= 16000"):
+    with pytest.raises(
+        PlanError,
+        match=r"async_cores 1000 is too few: .* 80000 sockets per app host / 5 instances "
+        r"= 16000 per instance; need async_cores >= 16000",
+    ):
         plan(replace(CLUSTER, async_cores=1000), THIS_HOST)
 
 
@@ -255,20 +259,36 @@ def test_refuses_more_async_cores_than_an_instance_can_hold_open() -> None:
 
 
 def test_refuses_too_few_nginx_workers_with_the_arithmetic() -> None:
-    with pytest.raises(PlanError, match=r"nginx_workers 4 is too few: 160000 clients x 2 connections x 1.25 spread = "
-                                        r"400000 connections.*need >= ceil\(400000 / 19488\) = 21 workers"):
+    with pytest.raises(
+        PlanError,
+        match=r"nginx_workers 4 is too few: 160000 clients x 2 connections x 1.25 spread = "
+        r"400000 connections.*need >= ceil\(400000 / 19488\) = 21 workers",
+    ):
         plan(replace(CLUSTER, nginx_workers=4), THIS_HOST)
 
 
 def test_refuses_too_few_load_workers_with_the_arithmetic() -> None:
-    with pytest.raises(PlanError, match=r"160000 clients / 4 source IPs = 40000 per IP.*"
-                                        r"need >= ceil\(40000 / 19488\) = 3 workers per source IP"):
+    with pytest.raises(
+        PlanError,
+        match=r"160000 clients / 4 source IPs = 40000 per IP.*"
+        r"need >= ceil\(40000 / 19488\) = 3 workers per source IP",
+    ):
         plan(replace(CLUSTER, loadgen_workers_per_source_ip=1), THIS_HOST)
 
 
 def test_pins_that_hold_the_target_are_what_the_plan_says() -> None:
-    p = plan(replace(CLUSTER, async_cores=16_500, nginx_workers=24, loadgen_workers_per_source_ip=4,
-                     uwsgi_instances_per_host=6, ping_interval=120, ping_timeout=60), THIS_HOST)
+    p = plan(
+        replace(
+            CLUSTER,
+            async_cores=16_500,
+            nginx_workers=24,
+            loadgen_workers_per_source_ip=4,
+            uwsgi_instances_per_host=6,
+            ping_interval=120,
+            ping_timeout=60,
+        ),
+        THIS_HOST,
+    )
     assert (p.uwsgi.async_cores, p.nginx.worker_processes, p.loadgen.workers_per_source_ip) == (16_500, 24, 4)
     assert p.uwsgi.limit_nofile == 16_500 + FD_RESERVE
     assert p.loadgen.workers == 16 and p.loadgen.clients_per_worker == 10_000
@@ -276,8 +296,17 @@ def test_pins_that_hold_the_target_are_what_the_plan_says() -> None:
     assert p.nginx.proxy_read_timeout == 120 + 60 + planner.PROXY_READ_MARGIN_S
 
 
-@pytest.mark.parametrize("key", ["uwsgi_instances_per_host", "async_cores", "nginx_workers",
-                                 "loadgen_workers_per_source_ip", "ping_interval", "ping_timeout"])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "uwsgi_instances_per_host",
+        "async_cores",
+        "nginx_workers",
+        "loadgen_workers_per_source_ip",
+        "ping_interval",
+        "ping_timeout",
+    ],
+)
 def test_every_pin_goes_through_plan_from_mapping(key: str) -> None:
     """siokit_plan_input reaches the planner for every value an operator may pin."""
     spec = {"sockets": 160_000, "app_hosts": 2, "source_ips": 4, "colocated": True, "app": THIS_HOST.to_dict()}

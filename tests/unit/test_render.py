@@ -17,7 +17,9 @@ BASE: dict[str, Any] = {
     "siokit_redis_host": "10.0.0.5",
     "nginx_upstream_servers": ["10.0.0.2:8001", "10.0.0.2:8002", "10.0.0.3:8001"],
     "siokit_plan_input": {
-        "sockets": 160000, "app_hosts": 2, "source_ips": 4,
+        "sockets": 160000,
+        "app_hosts": 2,
+        "source_ips": 4,
         "app": {"cores": 2, "memory_gib": 24, "nofile_hard": 20000},
     },
 }
@@ -126,8 +128,15 @@ def test_security_defaults(tmp_path: Path) -> None:
 
 
 def test_public_ports_and_tls_options(tmp_path: Path) -> None:
-    out = render(tmp_path, nginx_tls_enabled=True, nginx_public_ports=[8080], nginx_tls_redirect_http=True,
-                 nginx_tls_listen="8443", nginx_tls_public_port="443", nginx_hsts_max_age=31536000)
+    out = render(
+        tmp_path,
+        nginx_tls_enabled=True,
+        nginx_public_ports=[8080],
+        nginx_tls_redirect_http=True,
+        nginx_tls_listen="8443",
+        nginx_tls_public_port="443",
+        nginx_hsts_max_age=31536000,
+    )
     site = out["nginx/siokit.conf"]
     assert re.findall(r'"~:(\d+)\$"', site) == ["80", "8443", "8080"]
     assert "return 301 https://$host$request_uri;" in site  # public HTTPS port 443: no port in the URL
@@ -145,8 +154,17 @@ def test_redis_secrets_encoded_and_quoted(tmp_path: Path) -> None:
     assert "user default off" in conf and "requirepass" not in conf
 
 
-@pytest.mark.parametrize("name", ["app_instances", "app_async_cores", "nginx_worker_connections",
-                                  "nginx_proxy_read_timeout", "loadgen_limit_nofile", "app_ping_interval"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "app_instances",
+        "app_async_cores",
+        "nginx_worker_connections",
+        "nginx_proxy_read_timeout",
+        "loadgen_limit_nofile",
+        "app_ping_interval",
+    ],
+)
 def test_a_variable_behind_the_planners_back_is_refused(tmp_path: Path, name: str) -> None:
     """The plan role's list, refused by the renderer too, pointing at the planner input."""
     with pytest.raises(RenderError, match=rf"{name} is no longer a setting.*siokit_plan_input: "):

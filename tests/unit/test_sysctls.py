@@ -21,8 +21,15 @@ def test_actions_apply_skip_and_never_lower() -> None:
         "net.ipv4.tcp_fin_timeout": ("rw", "60"),
         "net.ipv4.tcp_tw_reuse": ("ro", "2"),
     }
-    out = actions({"net.core.somaxconn": 65535, "net.ipv4.tcp_fin_timeout": 15, "net.ipv4.tcp_tw_reuse": 1,
-                   "net.netfilter.nf_conntrack_max": 262144}, seen)
+    out = actions(
+        {
+            "net.core.somaxconn": 65535,
+            "net.ipv4.tcp_fin_timeout": 15,
+            "net.ipv4.tcp_tw_reuse": 1,
+            "net.netfilter.nf_conntrack_max": 262144,
+        },
+        seen,
+    )
     assert out["apply"] == {"net.ipv4.tcp_fin_timeout": "15"}
     reasons = {s["name"]: s["reason"] for s in out["skipped"]}
     assert reasons["net.core.somaxconn"] == "already 131072 (never lowered)"

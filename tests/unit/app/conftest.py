@@ -46,7 +46,6 @@ def connect(app: Flask, socketio: SocketIO) -> Iterator[Callable[..., SocketIOTe
                 client.disconnect(namespace=ns)
 
 
-
 @pytest.fixture
 def received() -> Callable[..., list[Any]]:
     def _received(client: SocketIOTestClient, name: str, namespace: str = "/") -> list[Any]:

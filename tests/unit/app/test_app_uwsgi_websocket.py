@@ -90,9 +90,9 @@ def test_queued_sends_are_flushed_when_woken() -> None:
     waiter = gevent.spawn(ws.wait)
     gevent.sleep(0)
     ws.send("2")  # e.g. an Engine.IO ping from the server
-    ws.send("42[\"chat\"]")
+    ws.send('42["chat"]')
     gevent.sleep(0.05)
-    assert ws.sent == ["2", "42[\"chat\"]"]
+    assert ws.sent == ["2", '42["chat"]']
     assert not waiter.ready()  # a send alone does not end wait()
     ws.readable(b"3")
     assert waiter.get(timeout=1) == "3"

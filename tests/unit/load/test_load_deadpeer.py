@@ -110,7 +110,7 @@ def test_frames_split_anywhere_are_reassembled() -> None:
     p.handler = got.append
     long_text = "4" + "x" * 300  # a 16-bit length
     stream = server_frame("2") + bytes((0x81, 126)) + len(long_text).to_bytes(2, "big") + long_text.encode()
-    stream += bytes((0x01, 2)) + b"42" + bytes((0x80, 3)) + b'[1]'  # a fragmented message
+    stream += bytes((0x01, 2)) + b"42" + bytes((0x80, 3)) + b"[1]"  # a fragmented message
     for i in range(len(stream)):  # one byte at a time
         p.data_received(stream[i : i + 1])
     assert got == ["2", long_text, "42[1]"]

@@ -74,8 +74,11 @@ def test_one_process_per_core_at_least() -> None:
 
 
 def test_refuses_too_few_workers_with_the_arithmetic() -> None:
-    with pytest.raises(UsageError, match=r"nofile_hard 20000 - reserve 512 = 19488; need >= ceil\(25000 / 19488\) = 2 "
-                                         r"workers per source IP.*--workers the processes per source IP"):
+    with pytest.raises(
+        UsageError,
+        match=r"nofile_hard 20000 - reserve 512 = 19488; need >= ceil\(25000 / 19488\) = 2 "
+        r"workers per source IP.*--workers the processes per source IP",
+    ):
         plan("--url", "http://127.0.0.1:8080", "--connections", "25000", "--workers", "1")
 
 
@@ -108,8 +111,11 @@ def test_a_plan_document_is_not_overridden_or_exceeded(tmp_path: Path) -> None:
     path = _plan_file(tmp_path, sockets=60_000, source_ips=2, colocated=True)
     with pytest.raises(UsageError, match=r"--workers with --plan.*loadgen_workers_per_source_ip"):
         plan("--url", "http://x:1", "--plan", str(path), "--bind", "127.0.0.2,127.0.0.3", "--workers", "9")
-    with pytest.raises(UsageError, match=r"60000 clients over 1 source IP\(s\) = 60000 per IP, but the plan .* sized "
-                                         r"30000 per IP \(60000 clients / 2 source IPs\)"):
+    with pytest.raises(
+        UsageError,
+        match=r"60000 clients over 1 source IP\(s\) = 60000 per IP, but the plan .* sized "
+        r"30000 per IP \(60000 clients / 2 source IPs\)",
+    ):
         plan("--url", "http://x:1", "--plan", str(path))
     doc = json.loads(path.read_text())
     path.write_text(json.dumps({**doc, "schema_version": 0}))
