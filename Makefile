@@ -62,8 +62,10 @@ $(VENDOR_JS): package.json package-lock.json | $(STATE)/deps.stamp
 
 static: $(VENDOR_JS)
 
+# ruff format --check: a formatting slip fails here, not in a later revert commit.
 lint: venv
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/yamllint -s ansible molecule
 	cd ansible && ../$(BIN)/ansible-lint --profile production
