@@ -62,7 +62,8 @@ PING_CPU_BUDGET_COLOCATED = 0.2
 # is kept for bind()); the 60k probe hit EADDRNOTAVAIL at ~11k sockets per upstream with the default
 # range 32768-60999 (28k ports -> 14k usable, less what other flows held).
 CONNECT_PORT_FRACTION = 0.5
-# A client bound to an explicit source IP gets its port from bind(), over the whole range; keep a
+# A load client bound to an explicit source IP (with IP_BIND_ADDRESS_NO_PORT, siokit/load/transport.py)
+# gets its port at connect(), per destination, rather than from bind() for any destination; keep a
 # margin for ports in TIME_WAIT and other flows (~55k per source IP with 1024-65535).
 BIND_PORT_FRACTION = 0.85
 # Uneven spread of clients over upstreams (hash/least_conn) and over nginx workers (reuseport).
