@@ -71,6 +71,7 @@ def run(plan: Plan, stream: TextIO = sys.stderr) -> dict[str, Any]:
     peak = 0
     peak_rss = 0
     grace = stop_grace_s(max((p.connections for p in plan.plans), default=0))
+    closed: set[int] = set()
     try:
         while True:
             try:
@@ -84,6 +85,8 @@ def run(plan: Plan, stream: TextIO = sys.stderr) -> dict[str, Any]:
             elif kind == "final":
                 finals[wid] = payload
                 latest[wid] = payload
+            elif kind == "closed":
+                closed.add(wid)
             elif kind == "error":
                 errors[wid] = payload
                 ramped.add(wid)
@@ -133,10 +136,12 @@ def run(plan: Plan, stream: TextIO = sys.stderr) -> dict[str, Any]:
                     f"attempts {agg.attempts}  failed {fails}  connect p50 {p50s}  "
                     f"reconnects {agg.reconnects}  echo {agg.echo.count}  bcast rx {agg.received_total()}"
                 )
-            if len(finals) == len(procs):
+            exited = {i for i, p in enumerate(procs) if not p.is_alive()}
+            if len(finals) == len(procs) and len(closed | exited) == len(procs):
                 break
             if phase == "stop" and t_stop is not None and now - t_stop > grace:
-                errors.setdefault(-1, f"workers did not finish within {grace:.0f} s of stop; terminated")
+                if len(finals) < len(procs):
+                    errors.setdefault(-1, f"workers did not finish within {grace:.0f} s of stop; terminated")
                 break
     finally:
         stop.set()
@@ -150,13 +155,19 @@ def run(plan: Plan, stream: TextIO = sys.stderr) -> dict[str, Any]:
             out.close()
         progress.done()
     t_end = time.monotonic()
+    # Measurements end at the workers' final reports; teardown is reported beside them, not in them.
+    teardown = {
+        "s": round(t_end - t_stop, 1) if t_stop is not None else None,
+        "workers_closed": len(closed),
+        "workers_terminated_while_closing": sum(1 for i in finals if i not in closed),
+    }
     for wid, snap in latest.items():
         finals.setdefault(wid, snap)
     total = merge_all(list(finals.values()))
     peak = max(peak, total.connected)
     peak_rss = max(peak_rss, total.rss_kb)
     ramp_s = (t_ramped or t_end) - t_start
-    return build_report(
+    report = build_report(
         plan,
         total,
         timeline,
@@ -169,6 +180,8 @@ def run(plan: Plan, stream: TextIO = sys.stderr) -> dict[str, Any]:
         peak_rss,
         grace,
     )
+    report["teardown"] = teardown
+    return report
 
 
 def _per_broadcast(total: WorkerStats) -> list[dict[str, Any]]:

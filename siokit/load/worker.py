@@ -243,10 +243,13 @@ class Worker:
         self.stats.cpu_ms = process_cpu_ms()
         sweeper.cancel()
         self.stats.pings_held = Counter(c.pings for c in self.clients if c.ns_ok)
-        final = self.stats.to_dict()  # gauges before teardown = connections held at the end
-        await self._close_all()
+        # The final report goes before the teardown: closing 16,000 clients on two busy cores can
+        # outlast the parent's grace (the 160k run of 2026-12-02), and a worker terminated mid-close
+        # must not take its measurements with it.
+        self._send("final", self.stats.to_dict())  # gauges before teardown = connections held at the end
         reporter.cancel()
-        self._send("final", final)
+        await self._close_all()
+        self._send("closed", None)
 
 
 def run_worker(plan: WorkerPlan, out: Any, hold: Any, stop: Any) -> None:

@@ -171,6 +171,8 @@ def test_websocket_clients_two_workers_one_tcp_connection_each(server: Server, t
     assert counts and all(c == n for c in counts)  # traffic drains before the clients close
     assert r["echo"]["answered"] == r["echo"]["sent"]
     assert len(r["timeline"]) >= 5
+    # the final reports came before the teardown, and both workers then closed their clients
+    assert r["teardown"]["workers_closed"] == 2 and r["teardown"]["workers_terminated_while_closing"] == 0
     html = report.with_suffix(".html").read_text()
     assert html.count("<svg") >= 4
     assert "<script" not in html and "src=" not in html and "href=" not in html  # self-contained
