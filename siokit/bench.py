@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from siokit import procstats, slo, sysctls
+from siokit import planner, procstats, slo, sysctls
 from siokit.lab.deployment import role_path
 from siokit.render import ROOT
 
@@ -312,10 +312,18 @@ def cluster_instance_urls(docker: str, hosts: tuple[str, ...] = ("app1", "app2")
 
 def cluster_target(args: argparse.Namespace, out: Path) -> Target:
     docker = os.environ.get("DOCKER", "/usr/bin/docker")
+    plan_file = role_path("siokit_plan_file")
+    deployed = planner.Plan.from_dict(
+        json.loads(
+            subprocess.run(
+                [docker, "exec", "loadgen", "cat", plan_file], capture_output=True, text=True, check=True
+            ).stdout
+        )
+    )
     # Bridged container traffic is tracked by the host's one conntrack table (bridge-nf-call-iptables):
-    # every client is two flows (loadgen -> lb, lb -> app), more than the default 262,144 at 160k.
-    flows = str(max(1_048_576, 4 * args.connections))
-    for key, why in tune_host({"net.netfilter.nf_conntrack_max": flows}).items():
+    # the containers' flows all land there, so the host takes the deployed plan's conntrack size.
+    conntrack = "net.netfilter.nf_conntrack_max"
+    for key, why in tune_host({conntrack: deployed.sysctls[conntrack]}).items():
         print(f"bench: sysctl {key} not set on the host: {why}", file=sys.stderr)
     token_file = ROOT / ".siokit" / "credentials" / "admin_secret"
     token = token_file.read_text().strip() if token_file.exists() else ""
@@ -348,6 +356,8 @@ def cluster_target(args: argparse.Namespace, out: Path) -> Target:
             "loadgen",
             role_path("loadgen_siokit_binary"),
             "load",
+            "--plan",  # sized by the deployed plan, as siokit-load.service is
+            plan_file,
         ],
         report_path=remote,
         fetch_report=fetch,
