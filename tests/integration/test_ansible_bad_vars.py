@@ -73,6 +73,7 @@ def run_site(tmp_path: Path, host_vars: dict[str, Any], groups: tuple[str, ...] 
         ({"siokit_plan_input": {"pingInterval": 60}}, r"unknown planner input \['pingInterval'\]"),
         ({"app_ping_interval": 10}, r"app_ping_interval is no longer a setting.*siokit_plan_input: \{ping_interval: N"),
         ({"siokit_ping_timeout": 120}, r"siokit_ping_timeout is no longer a setting"),
+        ({"app_virtualenv": "/srv/venv"}, r"app_virtualenv was renamed: set kit_virtualenv instead"),
         (
             {"siokit_plan_input": {"ping_timeout": 1, "ping_interval": 600}},
             r"siokit_plan: impossible target: ping_timeout 1 s is shorter than a broadcast",
