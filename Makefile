@@ -104,6 +104,7 @@ verify: venv
 
 # The running local cluster checked by siokit doctor (also: ansible-playbook ansible/doctor.yml).
 doctor: venv
+	bash scripts/cluster.sh require "make doctor"
 	$(BIN)/python -m siokit.cli doctor --url http://127.0.0.1:$${SIOKIT_LB_HTTP_PORT:-8080} \
 		--inventory molecule/cluster/inventory.yml
 
