@@ -80,6 +80,9 @@ def create_app(
         return error("internal error")
 
     register_routes(app, state)
+    # Only under gevent: the probe measures the hub, and a threading test app has none to block.
+    if socketio.server.eio.async_mode.startswith("gevent"):
+        app.before_request(lambda: start_hub_lag_probe(app))
     if config.message_queue is not None:
         # Any plain HTTP request (e.g. the first /healthz probe) starts the queue listener, so this
         # instance hears other instances' emits before its first Socket.IO client connects.
@@ -100,6 +103,15 @@ def start_message_queue(app: Flask) -> None:
     if not server.manager_initialized:
         server.manager_initialized = True
         server.manager.initialize()
+
+
+def start_hub_lag_probe(app: Flask) -> None:
+    """Start the hub-lag probe in the worker (after uWSGI's fork, like the queue). Idempotent."""
+    state = app.extensions["siokit"]
+    if not state.metrics.hub_lag.started:
+        state.metrics.hub_lag.started = True
+        socketio = app.extensions["socketio"]
+        socketio.start_background_task(state.metrics.hub_lag.run, socketio.sleep)
 
 
 def _driver_name() -> str:

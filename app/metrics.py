@@ -4,14 +4,34 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Info, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
+from app.hublag import HubLag
 from app.upstream.frame_writer import STATS
 
-__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+__all__ = ["CONTENT_TYPE_LATEST", "DISCONNECT_REASONS", "Metrics"]
+
+# python-engineio's Server.reason values (4.11+), plus "other" for anything a later version adds.
+# A slow-consumer close reaches the handler as a transport close; siokit_slow_consumer_closes counts it apart.
+DISCONNECT_REASONS = (
+    "ping timeout",
+    "transport close",
+    "transport error",
+    "client disconnect",
+    "server disconnect",
+    "other",
+)
 
 
 class Metrics:
@@ -56,6 +76,15 @@ class Metrics:
             ["kind"],
             registry=self.registry,
         )
+        self.disconnects = Counter(
+            "siokit_disconnects",
+            "Socket.IO disconnects, by namespace and python-engineio's reason",
+            ["namespace", "reason"],
+            registry=self.registry,
+        )
+        # Process RSS, open fds and their limit (process_open_fds / process_max_fds), Python version.
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
         self.info = Info("siokit_instance", "Identity of this app instance", registry=self.registry)
         self.info.info({"instance_id": instance_id, "async_mode": async_mode, "websocket_driver": websocket_driver})
         self.patched = Gauge(
@@ -64,6 +93,7 @@ class Metrics:
             registry=self.registry,
         )
         self.patched.set(1 if upstream_patches else 0)
+        self.hub_lag = HubLag(self.registry)
         self.registry.register(_FanoutCollector())
         self._counts: dict[str, int] = {}
 
@@ -71,7 +101,9 @@ class Metrics:
         self._counts[namespace] = self._counts.get(namespace, 0) + 1
         self.connected.labels(namespace=namespace).set(self._counts[namespace])
 
-    def socket_disconnected(self, namespace: str) -> None:
+    def socket_disconnected(self, namespace: str, reason: object = None) -> None:
+        label = reason if isinstance(reason, str) and reason in DISCONNECT_REASONS else "other"
+        self.disconnects.labels(namespace=namespace, reason=label).inc()
         # Clamped: a disconnect never drives the gauge negative, whatever the event order.
         self._counts[namespace] = max(0, self._counts.get(namespace, 0) - 1)
         self.connected.labels(namespace=namespace).set(self._counts[namespace])

@@ -32,7 +32,7 @@ class AdminNamespace(SiokitNamespace):
         self.remember("admin")
 
     def on_disconnect(self, reason: Any = None) -> None:
-        self.forget()
+        self.forget(reason)
 
     def on_broadcast(self, data: Any = None) -> dict[str, Any]:
         payload = require_dict({} if data is None else data, "broadcast")

@@ -17,7 +17,7 @@ class AnonymousNamespace(SiokitNamespace):
         self.remember(None)
 
     def on_disconnect(self, reason: Any = None) -> None:
-        self.forget()
+        self.forget(reason)
 
     def on_chat(self, data: Any = None) -> dict[str, Any]:
         text = require_text(require_dict(data, "chat"), "text", MAX_TEXT_LEN)

@@ -103,11 +103,11 @@ class SiokitNamespace(Namespace):
             self.state.nicknames[(self.namespace, self.sid)] = nickname
         self.state.metrics.socket_connected(self.namespace)
 
-    def forget(self) -> None:
+    def forget(self, reason: Any = None) -> None:
         self.state.nicknames.pop((self.namespace, self.sid), None)
         if self.state.limiter is not None:
             self.state.limiter.forget(f"{self.namespace} {self.sid}")
-        self.state.metrics.socket_disconnected(self.namespace)
+        self.state.metrics.socket_disconnected(self.namespace, reason)
 
     def stamp(self) -> dict[str, Any]:
         """Fields added to every server-originated message, for tracing across instances."""

@@ -29,7 +29,7 @@ class ChatNamespace(SiokitNamespace):
         return {"ok": True, "sid": self.sid, "nickname": self.nickname(), **self.stamp()}
 
     def on_disconnect(self, reason: Any = None) -> None:
-        self.forget()
+        self.forget(reason)
 
     def on_join(self, data: Any = None) -> dict[str, Any]:
         room = check_room_name(require_dict(data, "join").get("room"))

@@ -1,0 +1,73 @@
+"""Operator metrics (app/metrics.py, app/hublag.py): disconnect reasons, process fds/RSS, hub lag."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from app.hublag import HubLag
+
+
+def _metrics(app: Any) -> str:
+    return str(app.test_client().get("/metrics").get_data(as_text=True))
+
+
+def test_client_disconnect_counted_by_reason(app: Any, connect: Any) -> None:
+    client = connect("/")
+    assert 'siokit_disconnects_total{namespace="/",reason="client disconnect"}' not in _metrics(app)
+    client.disconnect()
+    assert 'siokit_disconnects_total{namespace="/",reason="client disconnect"} 1.0' in _metrics(app)
+
+
+def test_unknown_reason_counted_as_other(app: Any) -> None:
+    app.extensions["siokit"].metrics.socket_disconnected("/", "a reason from a later engineio")
+    app.extensions["siokit"].metrics.socket_disconnected("/", None)
+    assert 'siokit_disconnects_total{namespace="/",reason="other"} 2.0' in _metrics(app)
+
+
+def test_process_fds_and_rss_exported(app: Any) -> None:
+    text = _metrics(app)
+    for name in ("process_open_fds ", "process_max_fds ", "process_resident_memory_bytes ", "python_info{"):
+        assert name in text, name
+
+
+def test_hub_lag_records_delay_past_interval() -> None:
+    registry = CollectorRegistry()
+    probe = HubLag(registry, interval=1.0)
+    now = [100.0]
+
+    def late_sleep(seconds: float) -> None:
+        now[0] += seconds + 0.75  # the hub was blocked for 0.75 s
+
+    assert probe.sample(late_sleep, clock=lambda: now[0]) == 0.75
+    assert registry.get_sample_value("siokit_hub_lag_seconds") == 0.75
+    assert registry.get_sample_value("siokit_hub_lag_bucket", {"le": "0.5"}) == 0.0
+    assert registry.get_sample_value("siokit_hub_lag_bucket", {"le": "1.0"}) == 1.0
+
+
+def test_hub_lag_never_negative() -> None:
+    registry = CollectorRegistry()
+    probe = HubLag(registry, interval=1.0)
+    now = [5.0]
+
+    def early_sleep(seconds: float) -> None:
+        now[0] += seconds - 0.01
+
+    assert probe.sample(early_sleep, clock=lambda: now[0]) == 0.0
+
+
+def test_hub_lag_probe_starts_once_under_gevent(config: Any) -> None:
+    import gevent
+
+    from app import create_app
+
+    gevent_app = create_app(config, async_mode="gevent")
+    client = gevent_app.test_client()
+    client.get("/healthz")
+    client.get("/healthz")
+    probe = gevent_app.extensions["siokit"].metrics.hub_lag
+    assert probe.started
+    gevent.sleep(probe.interval + 0.2)  # the probe ran one sample on the hub
+    registry = gevent_app.extensions["siokit"].metrics.registry
+    assert (registry.get_sample_value("siokit_hub_lag_count") or 0) >= 1
