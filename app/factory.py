@@ -55,6 +55,8 @@ def create_app(
         logger=BadInputLogger("socketio.server", metrics.bad_input, throttled),
         engineio_logger=BadInputLogger("engineio.server", metrics.bad_input, throttled),
     )
+    # Counted by app/upstream/room_index.py's managers (the stock fallback manager counts nothing).
+    socketio.server.manager.delivered = metrics.delivered
     metrics.info.info(
         {
             "instance_id": config.instance_id,
@@ -111,7 +113,7 @@ def start_hub_lag_probe(app: Flask) -> None:
     if not state.metrics.hub_lag.started:
         state.metrics.hub_lag.started = True
         socketio = app.extensions["socketio"]
-        socketio.start_background_task(state.metrics.hub_lag.run, socketio.sleep)
+        state.metrics.hub_lag.task = socketio.start_background_task(state.metrics.hub_lag.run, socketio.sleep)
 
 
 def _driver_name() -> str:

@@ -24,6 +24,7 @@ class HubLag:
     def __init__(self, registry: CollectorRegistry, interval: float = 1.0) -> None:
         self.interval = interval
         self.started = False
+        self.task: object = None  # the async mode's task object, once started
         self.last = Gauge("siokit_hub_lag_seconds", "How late the lag probe woke, last sample", registry=registry)
         self.histogram = Histogram(
             "siokit_hub_lag", "How late the lag probe woke, seconds", buckets=BUCKETS, registry=registry

@@ -82,6 +82,11 @@ class Metrics:
             ["namespace", "reason"],
             registry=self.registry,
         )
+        self.delivered = Counter(
+            "siokit_messages_delivered",
+            "Socket.IO event packets this instance handed to its own sockets (one inc per emit)",
+            registry=self.registry,
+        )
         # Process RSS, open fds and their limit (process_open_fds / process_max_fds), Python version.
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)

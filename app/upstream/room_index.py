@@ -30,6 +30,29 @@ class RoomIndexMixin:
         super().__init__(*args, **kwargs)
         # dict as an ordered set: rooms in the order the client entered them
         self._sid_rooms: dict[_Key, dict[Any, None]] = {}
+        # A pre-bound prometheus Counter (or anything with inc(n)), set by the app; None = not counted.
+        self.delivered: Any = None
+
+    def _count_delivery(self, namespace: Any, room: Any, skip_sid: Any) -> None:
+        """Count one local emit's recipients with one inc(), never a step per recipient.
+
+        The room's size minus the skipped sids in it; for a list of rooms the sum of their sizes
+        (an upper bound when a client is in several of them).
+        """
+        if self.delivered is None:
+            return
+        ns = self.rooms.get(namespace)
+        if not ns:
+            return
+        rooms = room if isinstance(room, list | tuple) else [room]
+        skips = skip_sid if isinstance(skip_sid, list) else [skip_sid]
+        count = 0
+        for r in rooms:
+            members = ns.get(r)
+            if members:
+                count += len(members) - sum(1 for s in skips if s is not None and s in members)
+        if count > 0:
+            self.delivered.inc(count)
 
     def basic_enter_room(self, sid: str, namespace: str, room: Any, eio_sid: str | None = None) -> None:
         super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)  # type: ignore[misc]
@@ -64,9 +87,21 @@ class RoomIndexMixin:
 class IndexedManager(RoomIndexMixin, socketio.Manager):
     """A single instance, no message queue."""
 
+    def emit(
+        self, event: Any, data: Any, namespace: Any, room: Any = None, skip_sid: Any = None, **kwargs: Any
+    ) -> None:
+        room = kwargs.pop("to", None) or room
+        super().emit(event, data, namespace, room=room, skip_sid=skip_sid, **kwargs)
+        self._count_delivery(namespace, room, skip_sid)
+
 
 class IndexedRedisManager(RoomIndexMixin, socketio.RedisManager):
     """Instances joined through Redis pub/sub (what Flask-SocketIO builds for a redis:// queue)."""
+
+    def _handle_emit(self, message: dict[str, Any]) -> None:
+        # Local delivery of an emit heard on the queue (emit() itself only publishes).
+        super()._handle_emit(message)
+        self._count_delivery(message.get("namespace"), message.get("room"), message.get("skip_sid"))
 
 
 def client_manager(message_queue: str | None, indexed: bool = True) -> socketio.Manager:

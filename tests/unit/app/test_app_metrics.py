@@ -68,6 +68,24 @@ def test_hub_lag_probe_starts_once_under_gevent(config: Any) -> None:
     client.get("/healthz")
     probe = gevent_app.extensions["siokit"].metrics.hub_lag
     assert probe.started
-    gevent.sleep(probe.interval + 0.2)  # the probe ran one sample on the hub
-    registry = gevent_app.extensions["siokit"].metrics.registry
-    assert (registry.get_sample_value("siokit_hub_lag_count") or 0) >= 1
+    try:
+        gevent.sleep(probe.interval + 0.2)  # the probe ran one sample on the hub
+        registry = gevent_app.extensions["siokit"].metrics.registry
+        assert registry.get_sample_value("siokit_hub_lag_count") == 1.0  # one task, not two
+    finally:
+        # An endless greenlet left behind would shift other tests' gevent timings.
+        assert isinstance(probe.task, gevent.Greenlet)
+        probe.task.kill()
+
+
+def test_messages_delivered_counts_recipients(app: Any, connect: Any) -> None:
+    alice, bob, carol = connect(auth={"nickname": "alice"}), connect(), connect()
+    registry = app.extensions["siokit"].metrics.registry
+    before = registry.get_sample_value("siokit_messages_delivered_total") or 0.0
+    assert alice.emit("chat", {"text": "hi"}, callback=True)["ok"]  # to bob and carol, not alice
+    assert registry.get_sample_value("siokit_messages_delivered_total") == before + 2
+    for client in (alice, bob):
+        assert client.emit("join", {"room": "lobby"}, callback=True)["ok"]
+    assert alice.emit("room_message", {"room": "lobby", "text": "hi"}, callback=True)["ok"]  # bob only
+    assert registry.get_sample_value("siokit_messages_delivered_total") == before + 3
+    assert carol.is_connected()
