@@ -47,6 +47,8 @@ class Config:
     event_burst: int = 20
     event_drop_limit: int = 100
     max_backlog_bytes: int = DEFAULT_MAX_BACKLOG_BYTES
+    # The planner's sockets per instance, exported for the alert rules; 0 = no plan known.
+    planned_sockets: int = 0
     # What a python-engineio/-socketio/uWSGI version the patches were not tested with does.
     patch_mismatch: str = "refuse"
 
@@ -63,6 +65,8 @@ class Config:
             kwargs["ping_interval"] = _positive_int("SIOKIT_PING_INTERVAL", v)
         if (v := _get(env, "SIOKIT_PING_TIMEOUT")) is not None:
             kwargs["ping_timeout"] = _positive_int("SIOKIT_PING_TIMEOUT", v)
+        if (v := _get(env, "SIOKIT_PLANNED_SOCKETS")) is not None:
+            kwargs["planned_sockets"] = _positive_int("SIOKIT_PLANNED_SOCKETS", v)
         if (v := _get(env, "SIOKIT_ADMIN_SECRET")) is not None:
             kwargs["admin_secret"] = v
         if (v := _get(env, "SIOKIT_INSTANCE_ID")) is not None:

@@ -38,7 +38,13 @@ def create_app(
         upstream_patches = versions.patches_allowed(config.patch_mismatch)
     mode = async_mode or config.async_mode
     app = Flask(__name__)
-    metrics = Metrics(config.instance_id, mode or "auto", _driver_name(), upstream_patches=upstream_patches)
+    metrics = Metrics(
+        config.instance_id,
+        mode or "auto",
+        _driver_name(),
+        upstream_patches=upstream_patches,
+        planned_sockets=config.planned_sockets,
+    )
     throttled = ThrottledLog(logging.getLogger("app.badinput"))
     socketio = SocketIO(
         app,

@@ -37,7 +37,14 @@ DISCONNECT_REASONS = (
 class Metrics:
     """The instance's counters; also the source of the live per-namespace socket counts."""
 
-    def __init__(self, instance_id: str, async_mode: str, websocket_driver: str, upstream_patches: bool = True) -> None:
+    def __init__(
+        self,
+        instance_id: str,
+        async_mode: str,
+        websocket_driver: str,
+        upstream_patches: bool = True,
+        planned_sockets: int = 0,
+    ) -> None:
         # A private registry, so several apps in one process (tests) never collide on names.
         self.registry = CollectorRegistry(auto_describe=True)
         self.connected = Gauge(
@@ -98,6 +105,12 @@ class Metrics:
             registry=self.registry,
         )
         self.patched.set(1 if upstream_patches else 0)
+        self.planned = Gauge(
+            "siokit_planned_sockets",
+            "Sockets the capacity planner sized this instance for (0 = not known)",
+            registry=self.registry,
+        )
+        self.planned.set(planned_sockets)
         self.hub_lag = HubLag(self.registry)
         self.registry.register(_FanoutCollector())
         self._counts: dict[str, int] = {}

@@ -89,3 +89,12 @@ def test_messages_delivered_counts_recipients(app: Any, connect: Any) -> None:
     assert alice.emit("room_message", {"room": "lobby", "text": "hi"}, callback=True)["ok"]  # bob only
     assert registry.get_sample_value("siokit_messages_delivered_total") == before + 3
     assert carol.is_connected()
+
+
+def test_planned_sockets_from_env(config: Any) -> None:
+    from app import create_app
+    from app.config import Config
+
+    assert Config.from_env({"SIOKIT_PLANNED_SOCKETS": "13000"}).planned_sockets == 13000
+    planned = create_app(Config(**{**config.__dict__, "planned_sockets": 13000}), async_mode="threading")
+    assert "siokit_planned_sockets 13000.0" in _metrics(planned)
