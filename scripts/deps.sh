@@ -8,6 +8,7 @@ packages=(
   systemd                       # systemd-analyze verify for the rendered units
   chromium chromium-driver      # the demo page tested in a real browser
   iproute2 procps curl ca-certificates git openssl
+  prometheus                    # promtool: tests/unit/test_alert_rules.py checks and tests the alert rules
 )
 command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)   # the official Socket.IO JS client
 missing=()
