@@ -13,6 +13,7 @@ from app.config import Config
 from app.events.admin import AdminNamespace
 from app.events.anonymous import AnonymousNamespace
 from app.events.chat import ChatNamespace
+from app.handshakes import HandshakeFailures
 from app.http import register_routes
 from app.logthrottle import ThrottledLog
 from app.metrics import Metrics
@@ -97,6 +98,8 @@ def create_app(
         app.before_request(lambda: start_message_queue(app))
     # Wraps Flask-SocketIO's Engine.IO middleware, so it sees /socket.io requests first.
     app.wsgi_app = OversizePostGuard(app.wsgi_app, config.max_message_bytes)  # type: ignore[method-assign]
+    # Outermost, so the guard's refusals count too.
+    app.wsgi_app = HandshakeFailures(app.wsgi_app, metrics.handshake_failures)  # type: ignore[method-assign]
     return app
 
 

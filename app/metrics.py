@@ -89,6 +89,12 @@ class Metrics:
             ["namespace", "reason"],
             registry=self.registry,
         )
+        self.handshake_failures = Counter(
+            "siokit_handshake_failures",
+            "Engine.IO handshakes (requests without a sid) answered with an HTTP error, by status",
+            ["status"],
+            registry=self.registry,
+        )
         self.delivered = Counter(
             "siokit_messages_delivered",
             "Socket.IO event packets this instance handed to its own sockets (one inc per emit)",

@@ -38,7 +38,8 @@ def _app_metric_names() -> set[str]:
     metrics.socket_connected("/")
     metrics.socket_disconnected("/", "ping timeout")
     metrics.delivered.inc()
-    metrics.refused.labels(namespace="/admin").inc()  # labelled metrics show no sample before
+    metrics.refused.labels(namespace="/admin").inc()
+    metrics.handshake_failures.labels(status="400").inc()  # labelled metrics show no sample before
     metrics.hub_lag.histogram.observe(0.01)
     families = text_string_to_metric_families(metrics.render().decode())
     return {sample.name for family in families for sample in family.samples}

@@ -98,3 +98,16 @@ def test_planned_sockets_from_env(config: Any) -> None:
     assert Config.from_env({"SIOKIT_PLANNED_SOCKETS": "13000"}).planned_sockets == 13000
     planned = create_app(Config(**{**config.__dict__, "planned_sockets": 13000}), async_mode="threading")
     assert "siokit_planned_sockets 13000.0" in _metrics(planned)
+
+
+def test_failed_handshakes_counted_by_status(app: Any) -> None:
+    client = app.test_client()
+    registry = app.extensions["siokit"].metrics.registry
+    ok = client.get("/socket.io/?EIO=4&transport=polling")
+    assert ok.status_code == 200
+    bad = client.get("/socket.io/?EIO=4&transport=carrier-pigeon")
+    assert bad.status_code == 400
+    old = client.get("/socket.io/?EIO=2&transport=polling")
+    assert old.status_code == 400
+    client.get("/socket.io/?EIO=4&transport=polling&sid=nosuchsid")  # not a handshake: not counted
+    assert registry.get_sample_value("siokit_handshake_failures_total", {"status": "400"}) == 2.0
