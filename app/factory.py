@@ -93,6 +93,7 @@ def create_app(
     if socketio.server.eio.async_mode.startswith("gevent"):
         app.before_request(lambda: start_hub_lag_probe(app))
     if config.message_queue is not None:
+        metrics.watch_queue_listener(socketio.server.manager)
         # Any plain HTTP request (e.g. the first /healthz probe) starts the queue listener, so this
         # instance hears other instances' emits before its first Socket.IO client connects.
         app.before_request(lambda: start_message_queue(app))

@@ -132,12 +132,36 @@ class Metrics:
         self._counts[namespace] = max(0, self._counts.get(namespace, 0) - 1)
         self.connected.labels(namespace=namespace).set(self._counts[namespace])
 
+    def watch_queue_listener(self, manager: object) -> None:
+        """Export siokit_queue_listener_running for a message-queue manager (not for a single instance)."""
+        gauge = Gauge(
+            "siokit_queue_listener_running",
+            "1 if this instance's message-queue listener runs (it hears other instances' emits)",
+            registry=self.registry,
+        )
+        gauge.set_function(lambda: listener_running(manager))
+
     def sockets(self) -> dict[str, int]:
         """Live sockets per namespace on this instance."""
         return dict(self._counts)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def listener_running(manager: object) -> float:
+    """1 if the message-queue manager's listener task runs (a gevent Greenlet or a thread), else 0.
+
+    0 means this instance hears no other instance's emits: never started (start_message_queue
+    not yet run) or died. A listener retrying a lost Redis still reads 1; redis_up covers that.
+    """
+    task = getattr(manager, "thread", None)
+    if task is None:
+        return 0.0
+    if hasattr(task, "dead"):
+        return 0.0 if task.dead else 1.0
+    is_alive = getattr(task, "is_alive", None)
+    return 1.0 if is_alive is not None and is_alive() else 0.0
 
 
 class _FanoutCollector(Collector):

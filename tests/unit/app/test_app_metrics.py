@@ -111,3 +111,36 @@ def test_failed_handshakes_counted_by_status(app: Any) -> None:
     assert old.status_code == 400
     client.get("/socket.io/?EIO=4&transport=polling&sid=nosuchsid")  # not a handshake: not counted
     assert registry.get_sample_value("siokit_handshake_failures_total", {"status": "400"}) == 2.0
+
+
+def test_queue_listener_running() -> None:
+    import threading
+    from types import SimpleNamespace
+
+    import gevent
+
+    from app.metrics import listener_running
+
+    assert listener_running(SimpleNamespace()) == 0.0  # never initialized
+    greenlet = gevent.spawn(gevent.sleep, 10)
+    assert listener_running(SimpleNamespace(thread=greenlet)) == 1.0
+    greenlet.kill()
+    assert listener_running(SimpleNamespace(thread=greenlet)) == 0.0
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    thread.start()
+    assert listener_running(SimpleNamespace(thread=thread)) == 1.0
+    stop.set()
+    thread.join()
+    assert listener_running(SimpleNamespace(thread=thread)) == 0.0
+
+
+def test_queue_listener_gauge_only_with_a_queue(config: Any) -> None:
+    from app import create_app
+    from app.config import Config
+
+    queued = create_app(Config(**{**config.__dict__, "message_queue": "redis://127.0.0.1:1/0"}), async_mode="threading")
+    # No request yet, so start_message_queue has not run: not listening.
+    assert "siokit_queue_listener_running 0.0" in queued.extensions["siokit"].metrics.render().decode()
+    single = create_app(config, async_mode="threading")
+    assert "siokit_queue_listener_running" not in single.extensions["siokit"].metrics.render().decode()
