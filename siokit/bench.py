@@ -11,7 +11,6 @@ import argparse
 import contextlib
 import json
 import os
-import re
 import shlex
 import signal
 import subprocess
@@ -288,25 +287,18 @@ def loopback_target(args: argparse.Namespace, out: Path) -> Target:
     )
 
 
-def cluster_instance_urls(docker: str, hosts: tuple[str, ...] = ("app1", "app2")) -> list[str]:
+def cluster_instance_urls() -> list[str]:
     """Each uWSGI instance's own base URL on the cluster, as the host reaches it over the bridge:
-    the container's address and the ports its siokit.target wants (what systemd runs, not a copy)."""
+    the container's address and the instances systemd runs there (as the drills find them)."""
+    from siokit.drills import cluster
+
     urls = []
-    for host in hosts:
-        ip = subprocess.run(
-            [docker, "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", host],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split()[0]
-        wants = subprocess.run(
-            [docker, "exec", host, "systemctl", "show", "-p", "Wants", "--value", "siokit.target"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        ports = sorted(int(p) for p in re.findall(r"siokit-uwsgi@(\d+)\.service", wants))
-        urls += [f"http://{ip}:{port}" for port in ports]
+    for host in cluster.APP_HOSTS:
+        fmt = "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}"
+        inspected = cluster.docker_cmd(["inspect", "-f", fmt, host])
+        inspected.check_returncode()
+        ip = inspected.stdout.split()[0]
+        urls += [f"http://{ip}:{port}" for port in cluster.instance_ports(host)]
     return urls
 
 
@@ -344,7 +336,7 @@ def cluster_target(args: argparse.Namespace, out: Path) -> Target:
 
     return Target(
         name="local cluster (lb, app1, app2, redis, loadgen containers, deployed by site.yml)",
-        instance_urls=cluster_instance_urls(docker),
+        instance_urls=cluster_instance_urls(),
         url=args.url or "http://lb:80",
         binds=ips,
         admin_token=token,
