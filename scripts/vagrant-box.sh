@@ -84,7 +84,11 @@ if [ "$MODE" = check ]; then
     exit 0
 fi
 
-have_box() { vagrant box list 2>/dev/null | awk '{print $1, $2}' | grep -qx "$BOX_NAME (libvirt,"; }
+have_box() {  # the list read whole: with pipefail, grep -q quitting early may fail the writer on SIGPIPE
+    local boxes
+    boxes="$(vagrant box list 2>/dev/null | awk '{print $1, $2}')"
+    grep -qx "$BOX_NAME (libvirt," <<<"$boxes"
+}
 if [ "$MODE" = build ] && have_box && [ "$(cat "$OUT/recipe" 2>/dev/null)" = "$RECIPE" ] \
     && [ -s "$OUT/vmlinuz" ] && [ -s "$OUT/initrd.img" ] && [ -d "$OUT/wheelhouse" ]; then
     log "box $BOX_NAME exists (recipe $RECIPE); skipping (--force to rebuild)"

@@ -70,5 +70,8 @@ if ! virsh -q pool-info default >/dev/null 2>&1; then
     virsh -q pool-define-as default dir --target /var/lib/libvirt/images
     virsh -q pool-autostart default
 fi
-virsh -q pool-info default | grep -q 'State: *running' || virsh -q pool-start default
+# Read it whole first: with pipefail, `grep -q` quitting early can fail virsh on SIGPIPE (seen here:
+# pool-start then errs with "already active").
+pool_info="$(virsh -q pool-info default)"
+grep -q 'State: *running' <<<"$pool_info" || virsh -q pool-start default
 log "libvirt ready: $(virsh -q version 2>/dev/null | awk '/Running hypervisor/ {print $3, $4}')"
