@@ -22,7 +22,7 @@ Capacity at a latency SLO, siokit's loopback stack and Node side by side from on
 
     .venv/bin/python bench/compare.py --slo-p95-ms 500 --step 1000 --max 10000 --targets siokit,node
 
-  siokit    the loopback stack (siokit.local: nginx, 2 uWSGI instances, Redis) on its own port
+  siokit    the loopback stack (siokit.lab.local: nginx, 2 uWSGI instances, Redis) on its own port
 Each target gets steps of --step clients (a fresh `siokit load` run per step, --slo-hold seconds,
 a broadcast every --slo-broadcast-every s); the table shows every step and the capacity (the last
 step whose pooled p95 fan-out met the SLO, siokit/slo.py). Beside it, each step's server CPU per
@@ -47,6 +47,7 @@ import contextlib
 import json
 import os
 import resource
+import secrets
 import shutil
 import socket
 import subprocess
@@ -147,9 +148,9 @@ def start_server(target: str, port: int, token: str, connections: int) -> subpro
         node_dir = ROOT / "bench" / "node-server"
         if not (node_dir / "node_modules").is_dir():
             subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=node_dir, check=True)
-        cmd = ["node", str(node_dir / "server.js"), "--port", str(port), "--token", token]
+        cmd = ["node", str(node_dir / "server.js"), "--port", str(port)]  # token: $SIOKIT_ADMIN_TOKEN
     elif target == "pyserver":
-        cmd = [PY, str(ROOT / "bench" / "py_server.py"), "--port", str(port), "--token", token]
+        cmd = [PY, str(ROOT / "bench" / "py_server.py"), "--port", str(port)]  # token: $SIOKIT_ADMIN_TOKEN
     elif target == "uwsgi":
         uwsgi = shutil.which("uwsgi", path=str(Path(PY).parent)) or shutil.which("uwsgi") or "uwsgi"
         cmd = [
@@ -305,7 +306,7 @@ def run_slo_step(
     cmd = [
         PY, "-m", "siokit.load", "--url", url, "--connections", str(clients),
         "--concurrency", str(args.concurrency), "--hold", str(args.slo_hold), "--no-progress",
-        "--broadcast-every", str(args.slo_broadcast_every), f"--admin-token={token}",
+        "--broadcast-every", str(args.slo_broadcast_every),
         "--report", str(report), "--html", os.devnull,
     ]  # fmt: skip
     if args.bind:
@@ -315,8 +316,9 @@ def run_slo_step(
     series: dict[str, list[tuple[float, float]]] = {g: [] for g in groups}
     counts: list[tuple[float, int | None]] = []
     t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
+    # the token in the environment, not on the command line (`ps` shows those)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), SIOKIT_ADMIN_TOKEN=token)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     while proc.poll() is None:
         now = time.monotonic() - t0
         for g, pids in groups.items():
@@ -361,7 +363,7 @@ def slo_compare(args: argparse.Namespace, targets: list[str]) -> dict[str, Any]:
         extras_by_step: dict[int, dict[str, Any]] = {}
         with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
             if target == "siokit":
-                from siokit import local
+                from siokit.lab import local
 
                 state = Path(tmp) / "stack"
                 ls = local.LocalStack(state_dir=state, port=free_port(), instances=2, balance="hash_remote_addr",
@@ -422,7 +424,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--echo-every", type=float, default=10)
     ap.add_argument("--broadcast-every", type=float, default=2)
-    ap.add_argument("--token", default="bench-s3cret")
+    ap.add_argument(
+        "--token",
+        default=os.environ.get("SIOKIT_ADMIN_TOKEN") or secrets.token_urlsafe(16),
+        help=argparse.SUPPRESS,  # generated per run; $SIOKIT_ADMIN_TOKEN for an already running --url stack
+    )
     ap.add_argument("--out", default=None, help="write the results as JSON here")
     ap.add_argument("--slo-p95-ms", type=float, default=None, help="capacity-at-SLO mode (targets siokit,node)")
     ap.add_argument("--step", type=int, default=5000)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -42,8 +43,9 @@ def run_load(url: str, args: argparse.Namespace, broadcast: bool, out: Path) -> 
         "--report", str(out), "--html", os.devnull,
     ]  # fmt: skip
     if broadcast:
-        cmd += ["--broadcast-every", str(args.broadcast_every), f"--admin-token={args.token}"]
-    subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.DEVNULL, check=False)
+        cmd += ["--broadcast-every", str(args.broadcast_every)]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), SIOKIT_ADMIN_TOKEN=args.token)  # `ps` shows command lines
+    subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, check=False)
     return json.loads(out.read_text())
 
 
@@ -53,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bind", default="127.0.0.2")
     ap.add_argument("--hold", type=float, default=40)
     ap.add_argument("--broadcast-every", type=float, default=2)
-    ap.add_argument("--token", default="bench-s3cret")
+    ap.add_argument("--token", default=secrets.token_urlsafe(16), help=argparse.SUPPRESS)  # generated per run
     ap.add_argument("--keep", default=None, help="copy the two load reports into this directory")
     args = ap.parse_args(argv)
     port = free_port()

@@ -6,7 +6,7 @@ Implements what ``siokit load`` drives, with the same names as the app:
     {seq, text, sent_at: time.time()} to every client of ``/``; the ack returns {"seq": seq}.
 
 Used by tests/integration/test_load_*.py and bench/compare.py:
-    python bench/py_server.py --host 127.0.0.1 --port 18080 --token s3cret [--ping-interval 25]
+    SIOKIT_ADMIN_TOKEN=... python bench/py_server.py --host 127.0.0.1 --port 18080 [--ping-interval 25]
 Prints ``READY <port>`` on stdout when it listens. SIGTERM/SIGINT stop it.
 """
 
@@ -16,6 +16,7 @@ monkey.patch_all()
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
+import os  # noqa: E402
 import resource  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -55,7 +56,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=18080)
-    ap.add_argument("--token", default="s3cret")
+    ap.add_argument("--token", default=os.environ.get("SIOKIT_ADMIN_TOKEN"), help="default: $SIOKIT_ADMIN_TOKEN")
     ap.add_argument("--ping-interval", type=float, default=25.0)
     ap.add_argument("--ping-timeout", type=float, default=20.0)
     args = ap.parse_args()

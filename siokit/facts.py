@@ -55,13 +55,21 @@ def _somaxconn() -> int:
 DEFAULT_LOCAL_PORT_RANGE = (32768, 60999)
 
 
+PORT_RANGE_PATH = "/proc/sys/net/ipv4/ip_local_port_range"
+
+
+def parse_port_range(text: str) -> tuple[int, int]:
+    """ip_local_port_range as read from /proc ("32768\t60999"), on this host or another one."""
+    low, high = (int(x) for x in text.split())
+    return low, high
+
+
 def local_port_range() -> tuple[int, int]:
     """This machine's net.ipv4.ip_local_port_range (the ports a bound client socket can get)."""
     try:
-        low, high = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return parse_port_range(Path(PORT_RANGE_PATH).read_text())
     except (OSError, ValueError):
         return DEFAULT_LOCAL_PORT_RANGE
-    return low, high
 
 
 def local_host_facts() -> HostFacts:

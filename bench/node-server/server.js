@@ -2,7 +2,7 @@
 // connect rate). Same events as app/ and bench/py_server.py:
 //   "/"      echo      -> ack {data, server_time}
 //   "/admin" broadcast -> (auth {token}) emits "broadcast" {seq, text, sent_at} to every "/" client
-// Usage: node server.js --port 18100 [--host 127.0.0.1] [--token s3cret] [--ping-interval 25]
+// Usage: node server.js --port 18100 [--host 127.0.0.1] [--token T, default $SIOKIT_ADMIN_TOKEN] [--ping-interval 25]
 // Prints "READY <port>" when listening; logs "RSS <bytes> SOCKETS <n>" on SIGUSR2.
 // GET /healthz answers {"connected": n, "sockets": {"/": n, "/admin": m}} like the app's, so that
 // siokit's benchmark reads the server's own socket count beside the load generator's.
@@ -18,7 +18,11 @@ function arg(name, dflt) {
 
 const host = arg("host", "127.0.0.1");
 const port = parseInt(arg("port", "18100"), 10);
-const token = arg("token", process.env.SIOKIT_ADMIN_TOKEN || "s3cret");
+const token = arg("token", process.env.SIOKIT_ADMIN_TOKEN);
+if (!token) {
+  console.error("server.js: set SIOKIT_ADMIN_TOKEN (or --token) for the /admin namespace");
+  process.exit(2);
+}
 const pingInterval = Math.round(parseFloat(arg("ping-interval", "25")) * 1000);
 const pingTimeout = Math.round(parseFloat(arg("ping-timeout", "20")) * 1000);
 

@@ -17,6 +17,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    from siokit import local
+    from siokit.lab import local
 
     return local.main(build_parser().parse_args(argv))

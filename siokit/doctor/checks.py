@@ -11,6 +11,7 @@ from typing import Any
 from siokit.doctor import FAIL, PASS, Check
 from siokit.doctor import client as cl
 from siokit.doctor import hosts as hs
+from siokit.lab.deployment import layout
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,11 +24,12 @@ def check_spread(fleet: hs.Fleet) -> Check:
     health = _health_of_all(fleet)
     down = [k for k, h in health.items() if h is None]
     if down:
+        unit = layout().uwsgi_unit.format(port="PORT")
         return Check(
             "upstream spread",
             FAIL,
             f"instances not answering /healthz: {', '.join(down)}",
-            "systemctl status siokit-uwsgi@PORT on that host; journalctl -u siokit-uwsgi@PORT",
+            f"systemctl status {unit} on that host; journalctl -u {unit}",
         )
     return hs.judge_spread({k: int(h["connected"]) for k, h in health.items() if h is not None})
 
@@ -40,13 +42,17 @@ def check_subscribers(fleet: hs.Fleet) -> Check:
         "import os, redis; print(redis.Redis.from_url(os.environ['SIOKIT_MESSAGE_QUEUE'])"
         f".pubsub_numsub({hs.CHANNEL!r})[0][1])"
     )
-    out = hs._out(app, f"bash -c {shlex.quote(_with_app_env(code))}")
-    return hs.judge_subscribers(int(out.strip()), running)
+    r = app.run(f"bash -c {shlex.quote(_with_app_env(code))}")
+    if r.rc != 0:  # Redis down or refusing: the last line of the traceback names the error
+        lines = str(r.stderr).strip().splitlines()
+        return hs.judge_subscribers(None, running, lines[-1][:200] if lines else f"exit {r.rc}")
+    return hs.judge_subscribers(int(str(r.stdout).strip()), running)
 
 
 def _with_app_env(code: str) -> str:
     """A shell line running `code` in the app's venv with its environment file loaded."""
-    return f"set -a; . {hs.APP_ENV}; set +a; {hs.APP_VENV}/bin/python -c {shlex.quote(code)}"
+    where = layout()
+    return f"set -a; . {where.app_env_file}; set +a; {where.app_virtualenv}/bin/python -c {shlex.quote(code)}"
 
 
 def check_external_emit(pub: cl.Public, fleet: hs.Fleet) -> Check:
@@ -77,7 +83,7 @@ def check_external_emit(pub: cl.Public, fleet: hs.Fleet) -> Check:
 def check_versions(fleet: hs.Fleet) -> Check:
     _, app = fleet.hosts("app")[0]
     health = next((h for h in hs.instance_health(app).values() if h), {})
-    ssl = app.run(f"ldd {hs.APP_VENV}/bin/uwsgi | grep -q libssl").rc == 0
+    ssl = app.run(f"ldd {layout().app_virtualenv}/bin/uwsgi | grep -q libssl").rc == 0
     return hs.judge_versions(hs.installed_versions(app), hs.pinned_versions(ROOT / "constraints.txt"), health, ssl)
 
 
@@ -92,10 +98,11 @@ def check_limits(fleet: hs.Fleet) -> Check:
             plan = hs._plan(host)
             want = int(plan[key[0]][key[1]])
             pids = [int(p) for p in host.run(f"pgrep -f {shlex.quote(pattern)}").stdout.split()]
-            if not pids:
+            limits = hs.nofile(host, pids) if pids else []
+            if not limits:
                 problems.append(f"{name}: no {pattern!r} process")
                 continue
-            low = min(hs.nofile(host, pids))
+            low = min(limits)
             seen.append(f"{name} {key[0]} nofile {low} (plan {want})")
             if low < want:
                 problems.append(f"{name}: {key[0]} runs with nofile {low} < planned {want}")
@@ -110,20 +117,25 @@ def check_limits(fleet: hs.Fleet) -> Check:
 
 
 def check_sysctls(fleet: hs.Fleet) -> list[Check]:
-    out = []
-    for group in ("lb", "app", "redis", "loadgen"):
-        for name, host in fleet.groups.get(group, []):
-            planned = hs._plan(host).get("sysctls", {})
-            live, writable = hs.live_sysctls(host, list(planned))
-            out += hs.judge_sysctls(name, planned, live, writable)
-    return out
+    return [
+        c
+        for group in ("lb", "app", "redis", "loadgen")
+        for n, h in fleet.groups.get(group, [])
+        for c in check_sysctls_on(n, h)
+    ]
+
+
+def check_sysctls_on(name: str, host: Any) -> list[Check]:
+    planned = hs._plan(host).get("sysctls", {})
+    live, writable = hs.live_sysctls(host, list(planned))
+    return hs.judge_sysctls(name, planned, live, writable)
 
 
 def check_nginx(pub: cl.Public, fleet: hs.Fleet) -> Check:
     _, lb = fleet.hosts("lb")[0]
     _, app = fleet.hosts("app")[0]
     conf = hs._out(lb, "nginx -T 2>/dev/null")
-    max_msg = hs._out(app, f"sed -n 's/^SIOKIT_MAX_MESSAGE_BYTES=//p' {hs.APP_ENV}").strip()
+    max_msg = hs._out(app, f"sed -n 's/^SIOKIT_MAX_MESSAGE_BYTES=//p' {layout().app_env_file}").strip()
     hs_live = pub.handshake(headers={"Origin": pub.origin})  # the heartbeat the app really runs with
     return hs.nginx_timeouts(conf, hs_live.ping_interval_s, hs_live.ping_timeout_s, int(max_msg or 0))
 

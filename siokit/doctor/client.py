@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Origin
 
@@ -100,24 +100,27 @@ def _recv_until(ws: ClientConnection, want: str, deadline: float) -> str:
 def check_upgrade(pub: Public) -> Check:
     """Polling handshake, then the websocket upgrade as the JS client does it (probe, then upgrade)."""
     name = "websocket upgrade"
+    fix = (
+        "proxy /socket.io with proxy_http_version 1.1 and the Upgrade/Connection headers; "
+        "build uWSGI with SSL (unbit/uwsgi#744)"
+    )
     hs = pub.handshake(headers={"Origin": pub.origin})
     try:
         ws = pub.websocket(f"transport=websocket&sid={hs.sid}")
     except InvalidStatus as exc:
-        return Check(
-            name,
-            FAIL,
-            f"the upgrade request got HTTP {exc.response.status_code}, not 101",
-            "proxy /socket.io with proxy_http_version 1.1 and the Upgrade/Connection headers; "
-            "build uWSGI with SSL (unbit/uwsgi#744)",
-        )
+        return Check(name, FAIL, f"the upgrade request got HTTP {exc.response.status_code}, not 101", fix)
+    except (InvalidHandshake, TimeoutError) as exc:  # e.g. an answer that is no handshake at all
+        return Check(name, FAIL, f"the upgrade request got no 101: {type(exc).__name__}: {exc}", fix)
     with ws:
         deadline = time.monotonic() + TIMEOUT
-        ws.send("2probe")
-        _recv_until(ws, "3probe", deadline)
-        ws.send("5")
-        ws.send("40")
-        _recv_until(ws, "40", deadline)
+        try:
+            ws.send("2probe")
+            _recv_until(ws, "3probe", deadline)
+            ws.send("5")
+            ws.send("40")
+            _recv_until(ws, "40", deadline)
+        except (TimeoutError, ConnectionClosed) as exc:
+            return Check(name, FAIL, f"101, but the upgrade did not complete: {type(exc).__name__}: {exc}", fix)
     return Check(name, PASS, "101 Switching Protocols; probe answered; upgraded from polling to websocket")
 
 

@@ -18,10 +18,8 @@ from typing import Any
 
 from siokit import sysctls
 from siokit.doctor import FAIL, INFO, PASS, Check
+from siokit.lab.deployment import layout
 
-PLAN = "/etc/siokit/plan.json"
-APP_ENV = "/etc/siokit/siokit.env"
-APP_VENV = "/opt/siokit/venv"
 CHANNEL = "flask-socketio"  # Flask-SocketIO's default, which app/upstream/room_index.py keeps
 # Packages whose internals app/ patches or depends on: the host must run what constraints.txt pins.
 PINNED = ("python-engineio", "python-socketio", "flask-socketio", "uwsgi", "gevent")
@@ -70,23 +68,29 @@ def _out(host: Any, cmd: str) -> str:
 
 
 def _plan(host: Any) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(_out(host, f"cat {PLAN}"))
+    data: dict[str, Any] = json.loads(_out(host, f"cat {layout().plan_file}"))
     return data
 
 
 def instance_ports(host: Any) -> list[int]:
-    wants = _out(host, "systemctl show -p Wants --value siokit.target")
-    return sorted(int(p) for p in re.findall(r"siokit-uwsgi@(\d+)\.service", wants))
+    return layout().uwsgi_ports(_out(host, f"systemctl show -p Wants --value {layout().app_target}"))
 
 
 def instance_health(host: Any) -> dict[int, dict[str, Any] | None]:
     """/healthz of every planned instance on an app host (None: not answering)."""
+    ports = instance_ports(host)
+    # One command for all of them (over ssh, a round trip per command is the cost): each answer
+    # after a "@@PORT " marker, at the address the instance listens on.
+    loop = (
+        f"for p in {' '.join(map(str, ports))}; do "
+        """a=$(ss -Hltn "sport = :$p" | awk '{print $4}' | head -n1); printf '\\n@@%s ' "$p"; """
+        """curl -s --max-time 5 "http://${a:-127.0.0.1:$p}/healthz" || printf DOWN; done"""
+    )
+    answers = dict(part.partition(" ")[::2] for part in str(host.run(loop).stdout).split("\n@@")[1:])
     out: dict[int, dict[str, Any] | None] = {}
-    for port in instance_ports(host):
-        addr = host.run(f"ss -Hltn 'sport = :{port}' | awk '{{print $4}}' | head -n1").stdout.strip()
-        r = host.run(f"curl -s --max-time 5 http://{addr or '127.0.0.1:' + str(port)}/healthz")
+    for port in ports:
         try:
-            out[port] = json.loads(r.stdout) if r.rc == 0 else None
+            out[port] = json.loads(answers.get(str(port), ""))
         except ValueError:
             out[port] = None
     return out
@@ -96,7 +100,8 @@ def judge_spread(counts: Mapping[str, int]) -> Check:
     name = "upstream spread"
     total = sum(counts.values())
     if not counts:
-        return Check(name, FAIL, "no instance answered /healthz", "start the instances: systemctl start siokit.target")
+        fix = f"start the instances: systemctl start {layout().app_target}"
+        return Check(name, FAIL, "no instance answered /healthz", fix)
     mean = total / len(counts)
     biggest = max(counts, key=lambda k: counts[k])
     measured = f"{total} sockets over {len(counts)} instances, mean {mean:.1f}, largest {biggest} {counts[biggest]}"
@@ -113,7 +118,16 @@ def judge_spread(counts: Mapping[str, int]) -> Check:
     return Check(name, PASS, measured)
 
 
-def judge_subscribers(numsub: int, running: int) -> Check:
+def judge_subscribers(numsub: int | None, running: int, error: str = "") -> Check:
+    """numsub None: the queue did not answer (`error` says how), which no instance survives either."""
+    if numsub is None:
+        return Check(
+            "message queue subscribers",
+            FAIL,
+            f"PUBSUB NUMSUB {CHANNEL} failed: {error or 'no answer'}; running instances = {running}",
+            f"start Redis (systemctl status {layout().redis_service} on the redis host) and check that the app hosts "
+            "reach it with SIOKIT_MESSAGE_QUEUE; until then no emit crosses instances",
+        )
     measured = f"PUBSUB NUMSUB {CHANNEL} = {numsub}, running instances = {running}"
     if running == 0 or numsub != running:
         return Check(
@@ -172,32 +186,46 @@ def pinned_versions(constraints: Path) -> dict[str, str]:
 
 def installed_versions(host: Any) -> dict[str, str]:
     code = f"import importlib.metadata as m, json; print(json.dumps({{p: m.version(p) for p in {list(PINNED)!r}}}))"
-    return dict(json.loads(_out(host, f"{APP_VENV}/bin/python -c {shlex.quote(code)}")))
+    return dict(json.loads(_out(host, f"{layout().app_virtualenv}/bin/python -c {shlex.quote(code)}")))
 
 
 def nofile(host: Any, pids: Sequence[int]) -> list[int]:
-    soft = []
-    for pid in pids:
-        m = re.search(r"^Max open files\s+(\d+)", _out(host, f"cat /proc/{pid}/limits"), re.M)
-        soft.append(int(m.group(1)) if m else 0)
-    return soft
+    """Soft open-file limits of the processes still running (one command for all of them)."""
+    files = " ".join(f"/proc/{pid}/limits" for pid in pids)
+    text = str(host.run(f"grep -H '^Max open files' {files}").stdout)
+    return [int(n) for n in re.findall(r"^/proc/\d+/limits:Max open files\s+(\d+)", text, re.M)]
 
 
 def judge_sysctls(
     name: str, planned: Mapping[str, str], live: Mapping[str, str | None], writable: Mapping[str, bool]
 ) -> list[Check]:
     wrong: list[str] = []
+    at_creation: list[str] = []  # read-only here, but the container was created with the planned value
     cannot: list[str] = []
     for key, want in planned.items():
         got = live.get(key)
         if got is None:
             cannot.append(f"{key} (absent)")
             continue
-        if not sysctls.satisfied(key, got, want):
-            (wrong if writable.get(key, True) else cannot).append(f"{key} {got} (plan {want})")
+        if sysctls.satisfied(key, got, want):
+            continue
+        if writable.get(key, True):
+            wrong.append(f"{key} {got} (plan {want})")
+        elif key in sysctls.CONTAINER_SETTABLE:
+            at_creation.append(f"{key} {got} (plan {want})")
+        else:
+            cannot.append(f"{key} {got} (plan {want})")
     out = []
-    if wrong:
-        out.append(Check(f"sysctls on {name}", FAIL, "; ".join(wrong), "re-run site.yml (tuning role)"))
+    if wrong or at_creation:
+        fixes = []
+        if wrong:
+            fixes.append("re-run site.yml (tuning role)")
+        if at_creation:
+            fixes.append(
+                "a container gets its network namespace's sysctls only at creation: recreate it with "
+                "`siokit plan --container-sysctls` (docker run --sysctl, molecule's platform sysctls)"
+            )
+        out.append(Check(f"sysctls on {name}", FAIL, "; ".join(wrong + at_creation), "; ".join(fixes)))
     else:
         out.append(Check(f"sysctls on {name}", PASS, f"{len(planned) - len(cannot)} planned sysctls in force"))
     if cannot:
@@ -206,15 +234,22 @@ def judge_sysctls(
 
 
 def live_sysctls(host: Any, keys: Sequence[str]) -> tuple[dict[str, str | None], dict[str, bool]]:
-    live: dict[str, str | None] = {}
-    writable = {}
-    for key in keys:
-        path = "/proc/sys/" + key.replace(".", "/")
-        r = host.run(f"cat {path}")
-        live[key] = " ".join(r.stdout.split()) if r.rc == 0 else None
-        # /proc/sys is mounted read-only in a container: such a value is the host kernel's to set.
-        writable[key] = host.run(f"test -w {path} && ! grep -qs ' /proc/sys .*\\bro\\b' /proc/mounts").rc == 0
-    return live, writable
+    """Live values (None: absent) and whether each can be written here, read in one command."""
+    # /proc/sys is mounted read-only in a container: such a value is the host kernel's to set.
+    code = (
+        "import json, os, sys\n"
+        "ro = any(f[1] == '/proc/sys' and 'ro' in f[3].split(',') for f in map(str.split, open('/proc/mounts')))\n"
+        "out = {}\n"
+        "for key in sys.argv[1:]:\n"
+        "    path = '/proc/sys/' + key.replace('.', '/')\n"
+        "    try:\n"
+        "        out[key] = [' '.join(open(path).read().split()), not ro and os.access(path, os.W_OK)]\n"
+        "    except OSError:\n"
+        "        out[key] = [None, False]\n"
+        "print(json.dumps(out))\n"
+    )
+    got = json.loads(_out(host, f"python3 -c {shlex.quote(code)} {' '.join(map(shlex.quote, keys))}"))
+    return {k: v[0] for k, v in got.items()}, {k: bool(v[1]) for k, v in got.items()}
 
 
 def nginx_timeouts(conf: str, ping_interval: float, ping_timeout: float, max_message: int) -> Check:

@@ -2,12 +2,12 @@
 
 How the hosts are found (first that applies):
 
-1. ``SIOKIT_INFRA_HOSTS="lb=docker://lb;app=docker://app1,docker://app2;redis=docker://redis;loadgen=docker://loadgen"``
+1. ``SIOKIT_INFRA_HOSTS="lb=docker://lb;app=docker://app1,docker://app2;redis=docker://redis;loadgen=docker://loadgen;monitor=docker://monitor"``
 2. an Ansible inventory, as Molecule passes it:
    ``pytest --connection=ansible --ansible-inventory=INVENTORY tests/infra`` (add ``--sudo`` when the
    inventory does not become root: the tests read /proc/<pid>/limits and root-only files)
 3. ``pytest --hosts=docker://lb,docker://app1,... tests/infra``: the group is the host name without
-   its trailing digits (lb, app1 -> app, redis, loadgen).
+   its trailing digits (lb, app1 -> app, redis, loadgen, monitor).
 
 Tests name the group they check with ``@pytest.mark.group("app")`` and take the ``node`` fixture:
 one test per host of the group. A group without hosts is a failure, never a silent skip; checks the
@@ -29,21 +29,31 @@ from typing import Any
 import pytest
 import testinfra
 
-GROUPS = ("lb", "app", "redis", "loadgen")
+from siokit.lab.deployment import layout
+
+GROUPS = ("lb", "app", "redis", "loadgen", "monitor")
 HERE = Path(__file__).resolve().parent
 
-# Where the roles put things (ansible/roles/*/defaults/main.yml); overridable for other layouts.
+# Where the roles put things: their defaults, read once (siokit/lab/deployment.py). The plan file is
+# overridable for other layouts.
+LAYOUT = layout()
 PATHS = {
-    "plan": os.environ.get("SIOKIT_INFRA_PLAN_FILE", "/etc/siokit/plan.json"),
-    "app_env": "/etc/siokit/siokit.env",
-    "app_ini": "/etc/siokit/uwsgi.ini",
-    "app_venv": "/opt/siokit/venv",
-    "load_env": "/etc/siokit/load.env",
-    "redis_conf": "/etc/redis/redis.conf",
-    "nginx_access_log": "/var/log/nginx/siokit-access.log",
+    "plan": os.environ.get("SIOKIT_INFRA_PLAN_FILE", LAYOUT.plan_file),
+    "app_env": LAYOUT.app_env_file,
+    "app_ini": LAYOUT.app_ini_file,
+    "app_venv": LAYOUT.app_virtualenv,
+    "load_env": LAYOUT.load_env_file,
+    "redis_conf": LAYOUT.redis_conf,
+    "nginx_site": LAYOUT.nginx_site,
+    "nginx_access_log": LAYOUT.nginx_access_log,
+    # The monitoring role's (ansible/roles/monitoring/defaults/main.yml).
+    "prometheus_env": "/etc/default/prometheus",
+    "prometheus_rules": "/etc/prometheus/rules/siokit-alerts.yml",
 }
-UWSGI_UNIT = "siokit-uwsgi@{port}.service"
-APP_TARGET = "siokit.target"
+UWSGI_UNIT = LAYOUT.uwsgi_unit
+APP_TARGET = LAYOUT.app_target
+REDIS_SERVICE = LAYOUT.redis_service
+REDIS_PACKAGE = LAYOUT.redis_package
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -216,7 +226,7 @@ def unit_prop(host, unit: str, prop: str) -> str:
 def planned_uwsgi_ports(host) -> list[int]:
     """Ports of every uWSGI instance this host should run: the Wants= of siokit.target."""
     wants = unit_prop(host, APP_TARGET, "Wants")
-    ports = sorted(int(m) for m in re.findall(r"siokit-uwsgi@(\d+)\.service", wants))
+    ports = LAYOUT.uwsgi_ports(wants)
     plan = read_plan(host)
     if plan is not None:
         n = plan["uwsgi"]["instances_per_host"]
@@ -307,3 +317,46 @@ def app_endpoints(cluster: Cluster) -> list[str]:
     if not out:
         pytest.fail("no app instance found")
     return out
+
+
+# ---------------------------------------------------------------- Prometheus on the monitor hosts
+
+
+def require_monitor_group(cluster: Cluster) -> None:
+    """The monitor group is optional in an inventory: without it site.yml runs no Prometheus and no
+    exporter, and the monitoring tests are skipped with that reason. The local cluster has one, and
+    its Molecule verifier sets SIOKIT_INFRA_REQUIRE_MONITOR=1: there a missing group fails."""
+    if cluster.group("monitor"):
+        return
+    msg = "the inventory has no monitor group, so site.yml ran no Prometheus and no exporter"
+    if os.environ.get("SIOKIT_INFRA_REQUIRE_MONITOR") == "1":
+        pytest.fail(f"{msg} (SIOKIT_INFRA_REQUIRE_MONITOR=1)")
+    pytest.skip(f"{msg}: monitoring is optional")
+
+
+def listen_address(host, env_path: str, flag: str) -> str:
+    """ADDRESS:PORT a Debian exporter or Prometheus was told to listen on (ARGS in /etc/default/...)."""
+    args = env_file(host, env_path).get("ARGS", "")
+    m = re.search(rf"(?:^|\s)-{{1,2}}{re.escape(flag)}=(\S+)", args)
+    assert m, f"no {flag}= in ARGS of {env_path}: {args!r}"
+    return m.group(1)
+
+
+def prometheus_api(host, path: str, **params: str) -> Any:
+    """GET Prometheus' HTTP API on the monitor host itself (it listens on the private address only);
+    returns `data` of a successful answer."""
+    address = listen_address(host, PATHS["prometheus_env"], "web.listen-address")
+    args = " ".join(f"--data-urlencode {shlex.quote(f'{k}={v}')}" for k, v in params.items())
+    r = host.run(f"curl -fsS -m 15 -G {args} {shlex.quote(f'http://{address}{path}')}")
+    assert r.rc == 0, f"Prometheus API {path} {params}: rc={r.rc} {r.stderr}"
+    doc = json.loads(r.stdout)
+    assert doc.get("status") == "success", doc
+    return doc["data"]
+
+
+def duration_seconds(text: str) -> float:
+    """A Prometheus duration (15s, 1m, 1m30s, 2h) in seconds."""
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+    parts = re.findall(r"(\d+)(ms|s|m|h|d)", text)
+    assert parts and "".join(n + u for n, u in parts) == text, f"not a duration: {text!r}"
+    return sum(int(n) * units[u] for n, u in parts)

@@ -6,7 +6,7 @@ import json
 import re
 
 import pytest
-from conftest import PATHS
+from conftest import PATHS, REDIS_PACKAGE
 
 
 @pytest.mark.group("lb", "app", "redis", "loadgen")
@@ -26,7 +26,7 @@ def test_nginx_installed(node):
 
 @pytest.mark.group("redis")
 def test_redis_installed(node):
-    assert node.package("redis-server").is_installed
+    assert node.package(REDIS_PACKAGE).is_installed
 
 
 @pytest.mark.group("app", "loadgen")

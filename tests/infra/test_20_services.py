@@ -8,6 +8,7 @@ import pytest
 from conftest import (
     APP_TARGET,
     PATHS,
+    REDIS_SERVICE,
     UWSGI_UNIT,
     planned_uwsgi_ports,
     read_plan,
@@ -30,7 +31,7 @@ def test_nginx_service(node):
 
 @pytest.mark.group("redis")
 def test_redis_service(node):
-    assert_unit_up(node, "redis-server")
+    assert_unit_up(node, REDIS_SERVICE)
 
 
 @pytest.mark.group("app")
@@ -46,7 +47,8 @@ def test_planned_instances(node):
     if plan is not None:
         assert len(ports) == plan["uwsgi"]["instances_per_host"]
     # no instance runs that the plan does not want (left over from a bigger plan)
-    running = node.run("systemctl list-units --plain --no-legend --state=active 'siokit-uwsgi@*'").stdout
+    pattern = UWSGI_UNIT.format(port="*")
+    running = node.run(f"systemctl list-units --plain --no-legend --state=active '{pattern}'").stdout
     extra = [
         line.split()[0]
         for line in running.splitlines()

@@ -10,6 +10,7 @@ import re
 
 import pytest
 from conftest import (
+    PATHS,
     UWSGI_UNIT,
     children,
     in_container,
@@ -74,7 +75,7 @@ def test_nginx_nofile(node):
 def test_uwsgi_nofile(node):
     plan = read_plan(node)
     hard = host_hard_limit(node)
-    ini = node.file("/etc/siokit/uwsgi.ini").content_string
+    ini = node.file(PATHS["app_ini"]).content_string
     m = re.search(r"^\s*gevent\s*=\s*(\d+)", ini, re.M)
     assert m, "no gevent = N in the uWSGI ini"
     cores = int(m.group(1))

@@ -9,22 +9,14 @@ hold; the others are listed by a skip with the reason, never dropped silently.
 
 from __future__ import annotations
 
-import re
-import sys
-from pathlib import Path
-
 import pytest
 from conftest import in_container, read_plan
 
-SYSCTL_FILE = "/etc/sysctl.d/60-siokit.conf"
-# Per network namespace, settable with `docker run --sysctl` (net.core.* mostly is not).
-NAMESPACED = re.compile(r"^net\.ipv4\.(ip_local_port_range|tcp_|ip_nonlocal_bind)|^net\.core\.somaxconn$")
+from siokit.lab.deployment import role_path
+from siokit.planner import Target, _sysctls
+from siokit.sysctls import CONTAINER_SETTABLE, satisfied
 
-
-def _repo_on_path() -> None:
-    root = str(Path(__file__).resolve().parents[2])
-    if root not in sys.path:
-        sys.path.insert(0, root)
+SYSCTL_FILE = role_path("tuning_sysctl_file")
 
 
 def expected_sysctls(host) -> tuple[dict[str, str], str]:
@@ -39,9 +31,6 @@ def expected_sysctls(host) -> tuple[dict[str, str], str]:
                 k, _, v = line.partition("=")
                 out[k.strip()] = v.strip()
         return out, SYSCTL_FILE
-    _repo_on_path()
-    from siokit.planner import Target, _sysctls  # the kit's own defaults
-
     return _sysctls(Target(sockets=160_000), 24.0, 1_048_576), "planner defaults"
 
 
@@ -51,9 +40,6 @@ def norm(v: str) -> str:
 
 def holds(key: str, got: str, want: str) -> bool:
     """The kit's one sysctl rule (siokit/sysctls.py): a higher limit, or a wider port range, holds."""
-    _repo_on_path()
-    from siokit.sysctls import satisfied
-
     return satisfied(key, got, want)
 
 
@@ -65,7 +51,7 @@ def classify(host):
         path = "/proc/sys/" + key.replace(".", "/")
         if not host.file(path).exists:
             not_here[key] = "not present in this kernel/namespace"
-        elif container and not NAMESPACED.search(key):
+        elif container and key not in CONTAINER_SETTABLE:
             not_here[key] = "container: /proc/sys read-only and the key is not per network namespace"
         else:
             applicable[key] = want
@@ -104,7 +90,7 @@ def test_sysctls_not_settable_here(node):
         assert not not_here, f"{len(not_here)} sysctl(s) from {source} missing on {node.siokit_name}: {listed}"
         return
     # The reason given must be true: a key left out as "read-only" sits on a read-only mount, else
-    # the tuning role could have set it and the NAMESPACED pattern above hides a real miss.
+    # the tuning role could have set it and siokit.sysctls.CONTAINER_SETTABLE hides a real miss.
     writable = [
         k
         for k, why in not_here.items()

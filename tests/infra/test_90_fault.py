@@ -7,7 +7,7 @@ the same check passes again, so the cluster is left as it was found.
 from __future__ import annotations
 
 import pytest
-from conftest import UWSGI_UNIT, planned_uwsgi_ports, wait_until
+from conftest import PATHS, UWSGI_UNIT, planned_uwsgi_ports, wait_until
 from test_20_services import check_instance
 
 
@@ -33,7 +33,7 @@ def test_stopped_instance_is_caught(node):
 @pytest.mark.group("lb")
 def test_broken_nginx_config_is_caught(node):
     """A syntax error in the site file makes `nginx -t` fail; the file is restored byte for byte."""
-    site = "/etc/nginx/siokit.conf"
+    site = PATHS["nginx_site"]
     assert node.file(site).exists, f"{site} missing"
     backup = "/root/siokit.conf.infra-test"
     assert node.run(f"cp -p {site} {backup}").rc == 0

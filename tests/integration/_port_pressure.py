@@ -17,7 +17,7 @@ from pathlib import Path
 
 import websocket
 
-from siokit import local
+from siokit.lab import local
 
 PORTS = (40000, 40099)
 SOURCES = [f"127.0.0.{i}" for i in range(2, 6)]

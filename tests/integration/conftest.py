@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from siokit.local import LocalStack, down, up
+from siokit.lab.local import LocalStack, down, up
 
 
 def free_base_port() -> int:

@@ -135,7 +135,7 @@ def _open_from(url: str, source: str, n: int) -> tuple[list[websocket.WebSocket]
 def test_nginx_limits_per_address_and_exempts_the_load_generator(
     tmp_path: Path, overrides: dict[str, int], allowed: int
 ) -> None:
-    from siokit import local
+    from siokit.lab import local
 
     from .conftest import free_base_port
 

@@ -1,7 +1,7 @@
 """ansible/site.yml converges on a real systemd host, and a second run changes nothing.
 
-One container of the kit's systemd image (scripts/build-image.sh) holds all four groups (lb, app,
-redis, loadgen); Ansible reaches it with the community.docker.docker_api connection. The test
+One container of the kit's systemd image (scripts/build-image.sh) holds all five groups (lb, app,
+redis, loadgen, monitor); Ansible reaches it with the community.docker.docker_api connection. The test
 also shows, on that host:
 - every file the roles rendered is byte-identical to `siokit render` of the same variables (the
   first run dumps the variables the roles used: inventory, set_facts and the plan);
@@ -66,6 +66,12 @@ HOST_PATHS = {
     "systemd/siokit-source-ips.service": "/etc/systemd/system/siokit-source-ips.service",
     "kit/siokit-src.pth": "/opt/siokit/venv/lib/python3.11/site-packages/siokit-src.pth",  # Debian 12's python3
     "kit/bin/siokit": "/opt/siokit/venv/bin/siokit",
+    "prometheus/prometheus.yml": "/etc/prometheus/prometheus.yml",
+    "default/prometheus": "/etc/default/prometheus",
+    "default/prometheus-node-exporter": "/etc/default/prometheus-node-exporter",
+    "default/prometheus-nginx-exporter": "/etc/default/prometheus-nginx-exporter",
+    "default/prometheus-redis-exporter": "/etc/default/prometheus-redis-exporter",
+    "systemd/prometheus.service.d/siokit-limits.conf": "/etc/systemd/system/prometheus.service.d/siokit-limits.conf",
 }
 # Rendered, but written only where the host can use it: a container cannot load kernel modules.
 NOT_IN_A_CONTAINER = {"modules-load.d/siokit.conf"}
@@ -74,6 +80,7 @@ DERIVED = [
     "siokit_plan",
     "siokit_redis_password",
     "siokit_admin_secret",
+    "siokit_redis_exporter_password",
     "siokit_redis_host",
     "siokit_host_address",
     "inventory_hostname",  # in nginx_server_name's default
@@ -184,7 +191,7 @@ def converged(tmp_path_factory: pytest.TempPathFactory) -> dict:
                             "siokit_admin_secret": ADMIN_SECRET,
                         },
                         "hosts": {name: host},
-                        "children": {g: {"hosts": {name: {}}} for g in ("lb", "app", "redis", "loadgen")},
+                        "children": {g: {"hosts": {name: {}}} for g in ("lb", "app", "redis", "loadgen", "monitor")},
                     }
                 }
             )
@@ -266,6 +273,10 @@ def test_files_on_the_host_equal_siokit_render(converged: dict) -> None:
             [DOCKER, "exec", converged["name"], "cat", path], env=ENV, capture_output=True, check=True
         ).stdout
         assert on_host == (out / output).read_bytes(), f"{path} differs from siokit render's {output}"
+    # Installed as they are (not rendered): the alert rules.
+    assert [s.output for s in render.COPIED] == ["prometheus/rules/siokit-alerts.yml"]
+    rules = docker("exec", converged["name"], "cat", "/etc/prometheus/rules/siokit-alerts.yml").stdout
+    assert rules.encode() == (out / "prometheus/rules/siokit-alerts.yml").read_bytes()
 
 
 def test_the_stack_answers(converged: dict) -> None:
@@ -392,24 +403,21 @@ def test_hosts_and_origins_through_nginx(converged: dict) -> None:
     # a host nginx does not serve (a DNS-rebinding page) gets no answer at all
     rebinding = _exec(name, "curl", "-s", "-H", "Host: evil.example", "-H", "Origin: http://evil.example", handshake)
     assert rebinding.returncode == 52, (rebinding.returncode, rebinding.stdout)
-    # /metrics: loopback is a monitoring network by default, the container's address is not
+    # /metrics: 127.0.0.1 is a monitoring network by default, and this container's own address is
+    # allowed because it is also the inventory's monitor host; any other source is refused
+    # (127.0.0.2: a loopback address outside the default 127.0.0.1/32).
     address = converged_address(name)
-    ok = _exec(name, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1/metrics").stdout
-    refused = _exec(
-        name,
-        "curl",
-        "-s",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        "--interface",
-        address,
-        "-H",
-        "Host: 127.0.0.1",
-        f"http://{address}/metrics",
-    ).stdout
-    assert (ok, refused) == ("200", "403")
+
+    def metrics_from(source: str, url: str) -> str:
+        code = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--interface", source]
+        return _exec(name, *code, "-H", "Host: 127.0.0.1", url).stdout
+
+    got = (
+        metrics_from("127.0.0.1", "http://127.0.0.1/metrics"),
+        metrics_from(address, f"http://{address}/metrics"),
+        metrics_from("127.0.0.2", "http://127.0.0.1/metrics"),
+    )
+    assert got == ("200", "200", "403")
 
 
 def test_the_app_reaches_redis_as_its_acl_user(converged: dict) -> None:

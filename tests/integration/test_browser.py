@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from siokit.local import LocalStack
+from siokit.lab.local import LocalStack
 
 pytestmark = pytest.mark.integration
 webdriver = pytest.importorskip("selenium.webdriver")

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from siokit.commands.doctor import main as doctor
-from siokit.local import LocalStack, _nginx_cmd, down
+from siokit.lab.local import LocalStack, _nginx_cmd, down
 
 from .conftest import start_stack
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVER = ROOT / "bench" / "py_server.py"
-TOKEN = "it-s3cret"
+TOKEN = secrets.token_urlsafe(12)  # a test credential, generated per run
 
 
 def free_port() -> int:
@@ -43,8 +44,6 @@ class Server:
                 str(SERVER),
                 "--port",
                 str(self.port),
-                "--token",
-                TOKEN,
                 "--ping-interval",
                 "2",
                 "--ping-timeout",
@@ -53,6 +52,7 @@ class Server:
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
+            env=dict(os.environ, SIOKIT_ADMIN_TOKEN=TOKEN),  # not on its command line
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()

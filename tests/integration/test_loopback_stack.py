@@ -15,7 +15,7 @@ import pytest
 import socketio
 import websocket
 
-from siokit.local import LocalStack, down
+from siokit.lab.local import LocalStack, down
 
 from .conftest import start_stack
 
@@ -185,7 +185,7 @@ def test_hash_remote_addr_spreads_one_slash24(tmp_path: Path) -> None:
         assert seen == [healthz_from(stack, ip)["instance"] for ip in SOURCE_IPS]
     finally:
         down(tmp_path)
-    from siokit.local import _alive
+    from siokit.lab.local import _alive
 
     assert not any(_alive(pid) for pid in stack.pids.values()), stack.pids
 

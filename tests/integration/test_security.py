@@ -32,8 +32,8 @@ import pytest
 import redis
 import socketio
 
-from siokit import local
-from siokit.local import LocalStack
+from siokit.lab import local
+from siokit.lab.local import LocalStack
 from siokit.render import render_all
 
 from .test_rendered_configs import deployment_vars

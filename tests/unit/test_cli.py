@@ -9,7 +9,7 @@ import yaml
 
 from siokit.cli import main
 from siokit.commands import commands_dict
-from siokit.render import TEMPLATES
+from siokit.render import COPIED, TEMPLATES
 
 
 def test_plan_prints_the_sizing(capsys: pytest.CaptureFixture[str]) -> None:
@@ -74,7 +74,7 @@ def test_render_writes_every_file(tmp_path: Path, capsys: pytest.CaptureFixture[
     )
     assert main(["render", str(vars_file), str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "nginx" / "nginx.conf").exists()
-    assert len(capsys.readouterr().out.splitlines()) == len(TEMPLATES)
+    assert len(capsys.readouterr().out.splitlines()) == len(TEMPLATES) + len(COPIED)
 
 
 def test_render_names_a_missing_variable(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

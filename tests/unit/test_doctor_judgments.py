@@ -29,6 +29,8 @@ def test_subscribers_must_equal_running_instances() -> None:
     assert hs.judge_subscribers(10, 10).status == PASS
     assert hs.judge_subscribers(9, 10).status == FAIL
     assert hs.judge_subscribers(0, 0).status == FAIL  # nothing running is not healthy
+    down = hs.judge_subscribers(None, 10, "redis.exceptions.ConnectionError: Connection refused.")
+    assert down.status == FAIL and "Connection refused" in down.measured and "start Redis" in down.fix
 
 
 def test_versions() -> None:
@@ -64,8 +66,15 @@ def test_sysctls_raise_only_range_and_exact() -> None:
     low = {**ok, "net.core.somaxconn": "4096", "net.ipv4.ip_local_port_range": "32768 60999"}
     (bad,) = hs.judge_sysctls("h", planned, low, writable)
     assert bad.status == FAIL and "somaxconn 4096" in bad.measured and "32768 60999" in bad.measured
-    ro = hs.judge_sysctls("h", planned, low, {**writable, "net.core.somaxconn": False})
-    assert [c.status for c in ro] == [FAIL, INFO]
+    # In a container /proc/sys is read-only: a per-namespace key was set at creation and must hold...
+    ro = {**writable, "net.core.somaxconn": False}
+    (bad_ro,) = hs.judge_sysctls("h", planned, {**ok, "net.core.somaxconn": "4096"}, ro)
+    assert bad_ro.status == FAIL and "somaxconn 4096" in bad_ro.measured and "container-sysctls" in bad_ro.fix
+    # ...a host-wide key is the host kernel's, measured but not judged.
+    host_wide = {**planned, "net.core.netdev_max_backlog": "65536"}
+    live = {**ok, "net.core.netdev_max_backlog": "1000"}
+    info = hs.judge_sysctls("h", host_wide, live, {**writable, "net.core.netdev_max_backlog": False})
+    assert [c.status for c in info] == [PASS, INFO] and "netdev_max_backlog 1000" in info[1].measured
 
 
 def test_nginx_timeouts_and_body_size() -> None:

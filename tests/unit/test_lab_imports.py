@@ -73,3 +73,43 @@ def test_one_uwsgi_command_line(tmp_path: Path) -> None:
         if path in baselines:
             continue
         assert needle not in path.read_text(), f"{path.relative_to(ROOT)} restates uWSGI's options"
+
+
+def test_one_layout_of_a_deployed_host() -> None:
+    """siokit doctor and tests/infra read where things are from the roles' defaults, read once."""
+    from siokit.lab.deployment import layout
+    from siokit.render import ROOT as KIT_ROOT
+    from siokit.render import TEMPLATES
+
+    where = layout()
+    assert where is layout()  # read once
+    defaults = {
+        **yaml.safe_load((ROOT / "ansible/roles/app/defaults/main.yml").read_text()),
+        **yaml.safe_load((ROOT / "ansible/roles/redis/defaults/main.yml").read_text()),
+        **yaml.safe_load((ROOT / "ansible/roles/nginx/defaults/main.yml").read_text()),
+    }
+    assert (where.app_env_file, where.app_ini_file) == (defaults["app_env_file"], defaults["app_ini_file"])
+    assert (where.redis_service, where.nginx_site) == (defaults["redis_service"], defaults["nginx_site_path"])
+    # The unit names are the app role's templates' (the file a template renders is the unit).
+    outputs = {Path(t.output).name for t in TEMPLATES}
+    assert where.uwsgi_unit.format(port="") in outputs and where.app_target in outputs
+    assert where.uwsgi_ports("Wants=siokit-uwsgi@8002.service siokit-uwsgi@8001.service") == [8001, 8002]
+    assert KIT_ROOT == ROOT
+
+
+def test_doctor_and_infra_tests_keep_no_copy_of_the_layout() -> None:
+    """The literals layout() reads must not reappear in siokit/doctor or tests/infra."""
+    from siokit.lab.deployment import layout
+
+    where = layout()
+    literals = [where.plan_file, where.app_env_file, where.app_ini_file, where.app_virtualenv, where.nginx_site]
+    literals += [where.load_env_file, where.redis_conf, where.nginx_access_log, where.uwsgi_unit.split("@")[0] + "@"]
+    literals += [f'"{where.redis_service}"', f'"{where.redis_package}"', where.app_target + '"']
+    files = sorted((ROOT / "siokit/doctor").glob("*.py")) + sorted((ROOT / "tests/infra").glob("*.py"))
+    assert len(files) > 10, files
+    found = []
+    for path in files:
+        # Docstrings and comments may name the paths; code may not.
+        code = re.sub(r'""".*?"""|#[^\n]*', "", path.read_text(), flags=re.S)
+        found += [f"{path.relative_to(ROOT)}: {lit}" for lit in literals if lit in code]
+    assert not found, "a deployment path or unit name copied instead of read from layout():\n" + "\n".join(found)

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from siokit import local, planner, render
+from siokit import planner, render
 from siokit.facts import HostFacts
+from siokit.lab import local
 
 HOST = HostFacts(cores=2, memory_gib=24, nofile_hard=20_000)
 
