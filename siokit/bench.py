@@ -22,12 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from siokit import planner, procstats, slo, sysctls
+from siokit import broadcast_cpu, planner, procstats, slo, sysctls
 from siokit.lab.deployment import role_path
 from siokit.render import ROOT
 
 KB = 1024
 SAMPLE_EVERY = 5.0
+CPU_EVERY = 1.0  # a broadcast's window is seconds long; PSS (slow to read) stays at SAMPLE_EVERY
 GUARD_GRACE_S = 5.0
 CLUSTER_HOSTS = ("lb", "app1", "app2", "redis", "loadgen")
 
@@ -147,6 +148,22 @@ def _sampler(
         stop.wait(SAMPLE_EVERY)
 
 
+def _cpu_sampler(stop: threading.Event, readings: list[broadcast_cpu.Reading], find: Any) -> None:
+    procs, refreshed = find(), time.monotonic()
+    while not stop.is_set():
+        if time.monotonic() - refreshed > 10:
+            procs, refreshed = find(), time.monotonic()
+        readings.append(broadcast_cpu.read(procs))
+        stop.wait(CPU_EVERY)
+
+
+def broadcast_costs(readings: list[broadcast_cpu.Reading], report: dict[str, Any]) -> dict[str, Any]:
+    """Each broadcast's CPU-seconds per component above the hold's quiet rate (siokit/broadcast_cpu.py)."""
+    start = float(report["started_at"]) + float(report["duration"]["ramp_s"])
+    hold = (start, start + float(report["duration"]["hold_s"]))
+    return broadcast_cpu.per_broadcast(readings, report["broadcast"]["per_broadcast"], hold)
+
+
 def _per_socket_kb(delta_bytes: float, sockets: int) -> float | None:
     return round(delta_bytes / sockets / KB, 2) if sockets else None
 
@@ -233,6 +250,9 @@ def run(target: Target, load_args: list[str], out: Path, key: str, floor_gib: fl
         target=_sampler, daemon=True, args=(stop, samples, key, find, on_low_memory, int(floor_gib * KB**3))
     )
     thread.start()
+    readings: list[broadcast_cpu.Reading] = []
+    cpu_thread = threading.Thread(target=_cpu_sampler, daemon=True, args=(stop, readings, find))
+    cpu_thread.start()
     count_samples: list[dict[str, Any]] = []
     counter = threading.Thread(target=_count_sampler, daemon=True, args=(stop, target.instance_urls, count_samples, t0))
     if target.instance_urls:
@@ -242,6 +262,7 @@ def run(target: Target, load_args: list[str], out: Path, key: str, floor_gib: fl
     finally:
         stop.set()
         thread.join()
+        cpu_thread.join()
         if target.instance_urls:
             counter.join()
     local_report = out / "load-report.json"
@@ -254,6 +275,8 @@ def run(target: Target, load_args: list[str], out: Path, key: str, floor_gib: fl
     if guard:
         summary["memory_guard"] = guard
     summary["server_counts"] = compare_counts(report, count_samples)
+    if report.get("broadcast", {}).get("per_broadcast"):
+        summary["broadcast_cpu"] = broadcast_costs(readings, report)
     if summary["server_counts"]["match"] is False:
         print(f"bench: SERVER COUNT MISMATCH: {summary['server_counts']['note']}", file=sys.stderr, flush=True)
     bench = {"target": target.name, "command": printable, "load": report, "measured": summary}
@@ -262,7 +285,7 @@ def run(target: Target, load_args: list[str], out: Path, key: str, floor_gib: fl
 
 
 def loopback_target(args: argparse.Namespace, out: Path) -> Target:
-    from siokit import local
+    from siokit.lab import local
 
     # Planned once: the stack renders this plan, the load generator reads it (--plan), the sysctls are its.
     plan = local.plan_loopback(args.connections)
@@ -478,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
             )
     finally:
         if args.target == "loopback":
-            from siokit import local
+            from siokit.lab import local
 
             with contextlib.suppress(Exception):
                 local.down(Path(args.state_dir).resolve())

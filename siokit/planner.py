@@ -77,13 +77,21 @@ DEFAULT_PING_INTERVAL = 25
 # Socket.IO's default ping timeout; the planner raises it only when a broadcast to everyone could
 # take longer to fan out, because a pong (and the ping it answers) waits behind that broadcast.
 DEFAULT_PING_TIMEOUT = 20
-# CPU per delivered message of a broadcast, per component (BENCHMARKS.md, "Where a broadcast's time
-# goes": loopback, 20,000 clients, CPU-seconds per broadcast above the idle rate / deliveries).
-UWSGI_CPU_S_PER_DELIVERY = 47e-6
-NGINX_CPU_S_PER_DELIVERY = 15e-6
-LOADGEN_CPU_S_PER_DELIVERY = 65e-6  # counted only when the load generator shares the cores
-# The timeout must exceed the fan-out time by this factor: the estimate ignores other traffic.
-PING_TIMEOUT_MARGIN = 1.5
+# CPU per delivered message of a broadcast, per component, user + system time above the hold's quiet
+# rate (BENCHMARKS.md, "Where a broadcast's time goes on the cluster": 30,000 clients on the local
+# cluster, bench/results/cluster-30k-broadcast-cpu-2026-12-02.json). uWSGI's share is nearly all the
+# kernel's send path: its user-space fan-out is below the noise.
+UWSGI_CPU_S_PER_DELIVERY = 39e-6
+NGINX_CPU_S_PER_DELIVERY = 45e-6
+LOADGEN_CPU_S_PER_DELIVERY = 48e-6  # counted only when the load generator shares the cores
+# Softirq time no process is charged with: the packets of both hops through the network stack. Charged
+# to the lb when hosts are separate (it receives on both of its hops).
+SOFTIRQ_CPU_S_PER_DELIVERY = 49e-6
+# The timeout must exceed the estimated fan-out by this factor. 1.0, not more: a ping waits only behind
+# the frames already queued on its own socket, and the server allows ping interval + timeout for the
+# pong. Run B of the 160k benchmark (bench/results/cluster-160k-2026-12-02-b.json) held every client
+# with a 20 s timeout while its fan-out p99 was 21.4 s and its max 24.1 s: 0 dead-peer drops.
+PING_TIMEOUT_MARGIN = 1.0
 # nginx's proxy_read_timeout outwaits a client's ping interval + ping timeout by this much, or it would
 # close an idle websocket before Engine.IO gives up on it (nginx's own default is 60 s).
 PROXY_READ_MARGIN_S = 30
@@ -278,18 +286,24 @@ def _ping_interval(target: Target, app: HostFacts) -> tuple[int, float]:
 def _fanout_seconds(target: Target, app: HostFacts, lb: HostFacts, per_host: int) -> tuple[float, str]:
     """Time for one broadcast to everyone to leave the servers, and the arithmetic behind it."""
     if target.colocated:
-        per = UWSGI_CPU_S_PER_DELIVERY + NGINX_CPU_S_PER_DELIVERY + LOADGEN_CPU_S_PER_DELIVERY
+        per = (
+            UWSGI_CPU_S_PER_DELIVERY
+            + NGINX_CPU_S_PER_DELIVERY
+            + LOADGEN_CPU_S_PER_DELIVERY
+            + SOFTIRQ_CPU_S_PER_DELIVERY
+        )
         secs = target.sockets * per / app.cores
         return secs, (
             f"{target.sockets} deliveries x ({UWSGI_CPU_S_PER_DELIVERY * 1e6:g} uWSGI + "
             f"{NGINX_CPU_S_PER_DELIVERY * 1e6:g} nginx + {LOADGEN_CPU_S_PER_DELIVERY * 1e6:g} load "
-            f"generator) us / {app.cores} shared cores = {secs:.1f} s"
+            f"generator + {SOFTIRQ_CPU_S_PER_DELIVERY * 1e6:g} softirq) us / {app.cores} shared cores = {secs:.1f} s"
         )
+    lb_per = NGINX_CPU_S_PER_DELIVERY + SOFTIRQ_CPU_S_PER_DELIVERY
     app_s = per_host * UWSGI_CPU_S_PER_DELIVERY / app.cores
-    lb_s = target.sockets * NGINX_CPU_S_PER_DELIVERY / lb.cores
+    lb_s = target.sockets * lb_per / lb.cores
     return max(app_s, lb_s), (
         f"max({per_host} deliveries per app host x {UWSGI_CPU_S_PER_DELIVERY * 1e6:g} us / {app.cores} cores "
-        f"= {app_s:.1f} s, {target.sockets} x {NGINX_CPU_S_PER_DELIVERY * 1e6:g} us / {lb.cores} lb cores "
+        f"= {app_s:.1f} s, {target.sockets} x {lb_per * 1e6:g} us (nginx + softirq) / {lb.cores} lb cores "
         f"= {lb_s:.1f} s)"
     )
 

@@ -121,12 +121,17 @@ def pss_bytes(pid: int) -> int:
     return 0
 
 
-def cpu_ticks(pid: int) -> int:
+def cpu_split(pid: int) -> tuple[int, int]:
+    """(utime, stime) in clock ticks; (0, 0) for a process that is gone."""
     stat = _read(f"/proc/{pid}/stat")
     if not stat:
-        return 0
+        return 0, 0
     fields = stat.rpartition(")")[2].split()
-    return int(fields[11]) + int(fields[12])  # utime, stime
+    return int(fields[11]), int(fields[12])
+
+
+def cpu_ticks(pid: int) -> int:
+    return sum(cpu_split(pid))
 
 
 def sample(procs: list[Proc], key: str = "component") -> Sample:

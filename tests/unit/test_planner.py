@@ -222,7 +222,7 @@ def test_ping_timeout_is_socketio_default_unless_a_broadcast_takes_longer() -> N
     big = HostFacts(cores=16, memory_gib=64, nofile_hard=1_048_576)
     p = plan(Target(sockets=100_000, app_hosts=2, source_ips=4), big)
     assert p.ping_timeout == 20
-    assert p.broadcast_fanout_s < 20 / 1.5
+    assert p.broadcast_fanout_s < 20 / planner.PING_TIMEOUT_MARGIN
     # One core for a million sockets: the fan-out alone outlasts 20 s, so the planner raises the
     # timeout and says why.
     slow = HostFacts(cores=1, memory_gib=512, nofile_hard=1_048_576)
@@ -234,7 +234,8 @@ def test_ping_timeout_is_socketio_default_unless_a_broadcast_takes_longer() -> N
 def test_a_pinned_ping_timeout_below_the_fanout_is_refused_with_the_arithmetic() -> None:
     slow = HostFacts(cores=1, memory_gib=512, nofile_hard=1_048_576)
     million = {"sockets": 1_000_000, "source_ips": 20, "lb_source_ips": 8, "uwsgi_instances_per_host": 16}
-    with pytest.raises(PlanError, match=r"ping_timeout 20 s is shorter than a broadcast .* x 1.5 margin = \d+ s"):
+    margin = re.escape(f"x {planner.PING_TIMEOUT_MARGIN:g} margin")
+    with pytest.raises(PlanError, match=rf"ping_timeout 20 s is shorter than a broadcast .* {margin} = \d+ s"):
         plan(Target(**million, ping_timeout=20), slow)  # type: ignore[arg-type]
     assert plan(Target(**million, ping_timeout=600), slow).ping_timeout == 600  # type: ignore[arg-type]
 

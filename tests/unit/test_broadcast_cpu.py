@@ -1,0 +1,65 @@
+"""siokit/broadcast_cpu.py: a broadcast's CPU above the quiet rate, on a synthetic timeline."""
+
+from __future__ import annotations
+
+from siokit import broadcast_cpu
+from siokit.broadcast_cpu import Reading
+from siokit.load.stats import WorkerStats
+from siokit.procstats import CLK_TCK
+
+
+def _timeline(burst: tuple[float, float], extra_user_s: float, extra_softirq_s: float) -> list[Reading]:
+    """100 s at 1 s steps: uWSGI uses 0.5 core of user time throughout, nginx 0.1 of sys; inside
+    burst the uWSGI worker gets extra_user_s more and the machine extra_softirq_s of softirq, spread
+    evenly."""
+    readings = []
+    ut = st = soft = system = 0.0
+    length = burst[1] - burst[0]
+    for t in range(101):
+        if t > 0:
+            ut += 0.5
+            st += 0.1
+            system += 0.1
+            if burst[0] < 1000.0 + t <= burst[1]:
+                ut += extra_user_s / length
+                soft += extra_softirq_s / length
+        machine = {k: 0 for k in broadcast_cpu.STAT_FIELDS}
+        machine.update(user=round(ut * CLK_TCK), system=round(system * CLK_TCK), softirq=round(soft * CLK_TCK))
+        procs = {1: ("uwsgi", round(ut * CLK_TCK), 0), 2: ("nginx", 0, round(st * CLK_TCK))}
+        readings.append(Reading(1000.0 + t, procs, machine))
+    return readings
+
+
+def test_a_broadcast_is_charged_what_it_used_above_the_quiet_rate() -> None:
+    readings = _timeline((1040.0, 1050.0), extra_user_s=3.0, extra_softirq_s=1.0)
+    got = broadcast_cpu.per_broadcast(
+        readings,
+        [{"seq": 1, "clients": 1000, "sent_at": 1040.0, "max": 10_000.0}],
+        hold=(1000.0, 1100.0),
+    )
+    assert got["quiet_cores"]["uwsgi user"] == 0.5
+    assert got["quiet_cores"]["nginx sys"] == 0.1
+    (row,) = got["broadcasts"]
+    assert row["window_s"] == 10.0
+    assert abs(row["cpu_s"]["uwsgi user"] - 3.0) < 0.05
+    assert abs(row["cpu_s"]["nginx sys"]) < 0.05  # nginx did nothing extra
+    assert abs(row["cpu_s"]["softirq"] - 1.0) < 0.05
+    assert abs(row["us_per_delivery"]["uwsgi user"] - 3000.0) < 50
+    # nginx's system time is its own, not the kernel's unattributed share
+    assert abs(row["cpu_s"]["kernel, unattributed"]) < 0.05
+
+
+def test_broadcasts_without_a_send_time_are_left_out() -> None:
+    readings = _timeline((1040.0, 1050.0), 3.0, 0.0)
+    got = broadcast_cpu.per_broadcast(
+        readings, [{"seq": 1, "clients": 10, "sent_at": None, "max": 5.0}], (1000.0, 1100.0)
+    )
+    assert got["broadcasts"] == []
+
+
+def test_send_times_merge_to_the_earliest() -> None:
+    a, b = WorkerStats(), WorkerStats()
+    a.broadcast_sent_at = {1: 10.0, 2: 20.0}
+    b.broadcast_sent_at = {1: 9.5}
+    a.merge(WorkerStats.from_dict(b.to_dict()))
+    assert a.broadcast_sent_at == {1: 9.5, 2: 20.0}
