@@ -3,15 +3,18 @@ it is there at all (a missing cluster is one line naming `make up`, never a trac
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 from collections.abc import Sequence
+from typing import Any
+
+from siokit.lab.deployment import layout
 
 HOSTS = ("lb", "app1", "app2", "redis", "loadgen")
 APP_HOSTS = ("app1", "app2")
 UNIT_RE = re.compile(r"^(siokit-uwsgi@(\d+)\.service)\s", re.M)
-GAUGE_RE = re.compile(r'^siokit_connected_sockets\{namespace="/"\}\s+([0-9.e+]+)', re.M)
 
 
 class ClusterMissing(RuntimeError):
@@ -69,28 +72,74 @@ def instance_ports(host: str) -> list[int]:
     return sorted(int(m.group(2)) for m in UNIT_RE.finditer(out))
 
 
-def instance_sockets(host: str, ports: Sequence[int]) -> dict[int, int | None]:
-    """Sockets on "/" per instance, from each instance's /metrics; None: the instance did not answer."""
+METRIC_RE = re.compile(r"^((?:siokit|process)_[A-Za-z0-9_]*(?:\{[^}]*\})?)\s+(\S+)$", re.M)
+SOCKETS = 'siokit_connected_sockets{namespace="/"}'
+
+
+def instance_metrics(host: str, ports: Sequence[int]) -> dict[int, dict[str, float] | None]:
+    """Every instance's siokit_* and process_* series from its /metrics; None: it did not answer."""
     # The host's own private address: the instances may bind it rather than 0.0.0.0 (issue #10).
-    script = "a=$(hostname -I | cut -d' ' -f1); " + "; ".join(
-        f"echo \"#port {p} $(curl -s -m 2 -o /tmp/siokit-drill-m -w '%{{http_code}}' http://$a:{p}/metrics)\"; "
-        "grep '^siokit_connected_sockets' /tmp/siokit-drill-m; rm -f /tmp/siokit-drill-m"
-        for p in ports
+    # All instances at once, each with 4 s: one after the other, a host at load average 30+ made
+    # the sampler miss whole rounds (RELIABILITY.md, run 2).
+    # A directory per call: the sampler and a drill's own reads may run at the same time.
+    d = "$d"
+    script = (
+        "a=$(hostname -I | cut -d' ' -f1); d=$(mktemp -d /tmp/siokit-drill-m.XXXXXX); "
+        + " ".join(
+            f"curl -s -m 4 -o {d}/{p} -w '%{{http_code}}' http://$a:{p}/metrics > {d}/{p}.code 2>/dev/null &"
+            for p in ports
+        )
+        + " wait; "
+        + "; ".join(f"echo \"#port {p} $(cat {d}/{p}.code)\"; grep -E '^(siokit|process)_' {d}/{p}" for p in ports)
+        + f"; rm -rf {d}"
     )
     try:
         out = run(host, script, timeout=15, check=False)
     except subprocess.TimeoutExpired:
         out = ""
-    return parse_instance_sockets(out, ports)
+    return parse_instance_metrics(out, ports)
 
 
-def parse_instance_sockets(out: str, ports: Sequence[int]) -> dict[int, int | None]:
-    result: dict[int, int | None] = {p: None for p in ports}
+def parse_instance_metrics(out: str, ports: Sequence[int]) -> dict[int, dict[str, float] | None]:
+    result: dict[int, dict[str, float] | None] = {p: None for p in ports}
     for chunk in out.split("#port ")[1:]:
         head, _, body = chunk.partition("\n")
         port_text, _, status = head.partition(" ")
         if status.strip() != "200":
             continue
-        m = GAUGE_RE.search(body)
-        result[int(port_text)] = int(float(m.group(1))) if m else 0
+        result[int(port_text)] = {m.group(1): float(m.group(2)) for m in METRIC_RE.finditer(body)}
     return result
+
+
+def instance_sockets(host: str, ports: Sequence[int]) -> dict[int, int | None]:
+    """Sockets on "/" per instance, from each instance's /metrics; None: the instance did not answer."""
+    return sockets_of(instance_metrics(host, ports))
+
+
+def sockets_of(metrics: dict[int, dict[str, float] | None]) -> dict[int, int | None]:
+    return {p: None if m is None else int(m.get(SOCKETS, 0)) for p, m in metrics.items()}
+
+
+def parse_instance_sockets(out: str, ports: Sequence[int]) -> dict[int, int | None]:
+    return sockets_of(parse_instance_metrics(out, ports))
+
+
+def deployed_plan(host: str = "app1") -> dict[str, Any]:
+    """The plan document the roles installed on `host` (the instances' planned share is in it)."""
+    return dict(json.loads(run(host, f"cat {layout().plan_file}")))
+
+
+def app_settings(names: Sequence[str], host: str = "app1") -> dict[str, str]:
+    """Some SIOKIT_* settings of the instances' environment file: only the names asked for (the file
+    also holds secrets, which must not leave the host)."""
+    pattern = "|".join(re.escape(n) for n in names)
+    out = run(host, f"grep -E '^({pattern})=' {layout().app_env_file}")
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def container_ip(name: str) -> str:
+    """The container's address on the cluster network (reachable from this machine)."""
+    proc = docker_cmd(["inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", name], 20)
+    if proc.returncode != 0 or not proc.stdout.split():
+        raise RuntimeError(f"no address for container {name}: {proc.stderr.strip()}")
+    return proc.stdout.split()[0]

@@ -22,6 +22,13 @@ class ProbeLog:
     sent: dict[int, float] = field(default_factory=dict)  # seq -> wall time of the emit
     received: dict[int, int] = field(default_factory=lambda: defaultdict(int))  # seq -> receivers
     receivers: int = 0
+    connects: int = 0  # of all probe clients, first connects included
+    join_failures: int = 0
+
+    def first_full_after(self, t: float) -> float | None:
+        """Send time of the first message sent at or after `t` that reached every receiver."""
+        full = [ts for s, ts in self.sent.items() if ts >= t and self.received.get(s, 0) >= self.receivers]
+        return min(full) if full else None
 
     def in_window(self, start: float, end: float) -> tuple[int, int, int]:
         """(sent, expected deliveries, deliveries) of the messages sent in [start, end]."""
@@ -49,8 +56,13 @@ class RoomProbe:
         return sio
 
     def _join(self, sio: socketio.Client) -> None:
-        with contextlib.suppress(Exception):
+        with self._lock:
+            self.log.connects += 1
+        try:
             sio.call("join", {"room": self.room}, timeout=10)
+        except Exception:
+            with self._lock:
+                self.log.join_failures += 1
 
     def _on_message(self, data: Any) -> None:
         try:
@@ -69,14 +81,19 @@ class RoomProbe:
                 sender.emit("room_message", {"room": self.room, "text": f"drill #{seq}"})
 
     def start(self) -> None:
-        for sio in self._clients:
-            sio.connect(self.url, transports=["websocket"], wait_timeout=10)
+        try:
+            for sio in self._clients:
+                sio.connect(self.url, transports=["websocket"], wait_timeout=10)
+        except Exception as exc:
+            self.stop()
+            raise RuntimeError(f"the room probe could not connect to {self.url}: {exc!r}") from exc
         time.sleep(1.0)  # the joins
         self._thread.start()
 
     def stop(self) -> ProbeLog:
         self._stop.set()
-        self._thread.join(timeout=5)
+        if self._thread.ident is not None:  # not started when a connect failed
+            self._thread.join(timeout=5)
         time.sleep(1.0)  # the last messages in flight
         for sio in self._clients:
             with contextlib.suppress(Exception):

@@ -13,73 +13,34 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from siokit.drills import cluster
+from siokit.drills.abuse import abuse
+from siokit.drills.base import BROADCAST_EVERY, LB_URL, Context, Drill, Fault, row_at, wait_until
+from siokit.drills.fallback import websocket_blocked
 from siokit.drills.load import LoadRun, Sampler, ServerSamples, wait_for_sockets
 from siokit.drills.measure import Expect, Measures, Window, evaluate, measure
-from siokit.drills.probe import RoomProbe
+from siokit.drills.ports import CLIENTS, ports_exhausted
+from siokit.drills.probe import ProbeLog, RoomProbe
+from siokit.drills.slow import slow_consumer
+from siokit.drills.storm import reconnect_storm
 
 ROOT = Path(__file__).resolve().parents[2]
-BROADCAST_EVERY = 5.0
 PRE_S = 10.0  # steady state before the fault
-LB_URL = "http://127.0.0.1:8080"  # the lb's port published on the host (molecule/cluster)
-
-
-@dataclass
-class Context:
-    connections: int
-    out: Path
-    token: str
-    ports: dict[str, list[int]]
-
-
-@dataclass
-class Fault:
-    """What a drill's action did, on the wall clock, and what it measured on the side."""
-
-    start: float
-    end: float
-    observe_end: float
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Drill:
-    key: str
-    number: int
-    title: str
-    expectations: tuple[Expect, ...]
-    observe_s: float  # the load holds PRE_S + observe_s + margin
-    action: Callable[[Context, Sampler], Fault]
 
 
 def _main_pid(host: str, port: int) -> int:
     return int(cluster.run(host, f"systemctl show -p MainPID --value siokit-uwsgi@{port}.service").strip())
 
 
-def _wait_until(pred: Callable[[], bool], timeout: float, every: float = 0.5) -> float | None:
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        if pred():
-            return time.time()
-        time.sleep(every)
-    return None
-
-
-def _row_at(samples: ServerSamples, t: float) -> dict[str, int | None]:
-    before = [row for ts, row in samples.rows if ts <= t]
-    return before[-1] if before else (samples.rows[0][1] if samples.rows else {})
-
-
 def _others_dropped(samples: ServerSamples, victim: str, start: float, end: float) -> int:
     """Sockets the instances other than `victim` lost between `start` and `end` (lowest vs before)."""
-    ref = _row_at(samples, start)
+    ref = row_at(samples, start)
     lost = 0
     for key, before in ref.items():
         if key == victim or not before:
@@ -97,9 +58,16 @@ def kill9(ctx: Context, sampler: Sampler) -> Fault:
     pid = _main_pid("app1", port)
     start = time.time()
     cluster.run("app1", f"kill -9 {pid}")
-    back = _wait_until(lambda: _main_pid("app1", port) not in (0, pid), 30)
+    back = wait_until(lambda: _main_pid("app1", port) not in (0, pid), 30)
     time.sleep(20)
     end = time.time()
+    # The restarted instance must take new clients again: a second, small load while it holds none
+    # of the first (least_conn should send it most of them).
+    fresh = LoadRun("kill9-new", 300, 10, None, ctx.token)
+    fresh.start(ctx.out / "kill9-new.log")
+    time.sleep(8)
+    on_victim = cluster.instance_sockets("app1", [port])[port]
+    fresh_report = fresh.wait(120)
     return Fault(
         start,
         start,
@@ -108,6 +76,8 @@ def kill9(ctx: Context, sampler: Sampler) -> Fault:
             "victim": victim,
             "restarted_after_s": round(back - start, 1) if back else None,
             "others_dropped": _others_dropped(sampler.samples, victim, start, end),
+            "new_clients_on_restarted_instance": on_victim,
+            "new_connects_failed": sum(fresh_report.get("failures", {}).values()),
         },
     )
 
@@ -167,7 +137,7 @@ def host_loss(ctx: Context, sampler: Sampler) -> Fault:
     if started.returncode != 0:
         raise RuntimeError(f"docker start app2: {started.stderr.strip()}")
     ports = ctx.ports["app2"]
-    up = _wait_until(lambda: all(v is not None for v in cluster.instance_sockets("app2", ports).values()), 90, 1)
+    up = wait_until(lambda: all(v is not None for v in cluster.instance_sockets("app2", ports).values()), 90, 1)
     # The host is back: does nginx send it new clients again (after fail_timeout)? A second load.
     time.sleep(12)
     probe = LoadRun("host-back", 300, 10, None, ctx.token)
@@ -184,7 +154,7 @@ def host_loss(ctx: Context, sampler: Sampler) -> Fault:
             "app2_serving_after_start_s": round(up - end, 1) if up else None,
             "new_clients_on_returned_host": on_app2,
             "new_connects_failed_after_return": sum(back_report.get("failures", {}).values()),
-            "app2_share_before": ServerSamples().host_total(_row_at(sampler.samples, start), "app2"),
+            "app2_share_before": ServerSamples().host_total(row_at(sampler.samples, start), "app2"),
         },
     )
 
@@ -215,6 +185,8 @@ DRILLS: dict[str, Drill] = {
                 Expect("others_dropped", "==", 0, "the other instances lose nothing"),
                 Expect("handshake_failures", "==", 0),
                 Expect("restarted_after_s", "<=", 10, "systemd restarts it"),
+                Expect("new_clients_on_restarted_instance", ">", 0, "it takes new clients again"),
+                Expect("new_connects_failed", "==", 0),
             ),
             25,
             kill9,
@@ -227,6 +199,7 @@ DRILLS: dict[str, Drill] = {
                 Expect("sockets_lowest", ">=", "sockets_before", "no client drops"),
                 Expect("handshake_failures", "==", 0),
                 Expect("room_after_ratio", ">=", 0.99, "cross-instance delivery resumes by itself"),
+                Expect("room_full_again_after_s", "<=", 20, "within 20 s of Redis being back"),
                 Expect("broadcast_after_ratio", ">=", 0.99),
             ),
             40,
@@ -245,20 +218,124 @@ DRILLS: dict[str, Drill] = {
             25,
             nginx_reload,
         ),
+        Drill(
+            "storm",
+            6,
+            "A reconnect storm: nginx restarted on the lb, every client drops at once",
+            (
+                Expect("recover_s", "<=", 60, "every client back within 60 s, with jittered backoff"),
+                Expect("sockets_after", ">=", "sockets_before"),
+                Expect(
+                    "max_instance_sockets",
+                    "<=",
+                    "planned_sockets_per_instance",
+                    "no instance past its planned share",
+                ),
+                Expect("max_instance_vs_even_share", "<=", 1.5, "the storm does not pile onto a few instances"),
+            ),
+            100,
+            reconnect_storm,
+        ),
+        Drill(
+            "slow",
+            7,
+            "A slow consumer: a websocket that stops reading while its room's messages continue",
+            (
+                Expect("slow_consumer_closes", ">=", 1, "its instance cuts it off"),
+                Expect("cut_off_after_s", "<=", 60),
+                Expect("client_saw_close", "==", True),
+                Expect("rss_growth_mib", "<=", 16, "the instance's memory stays bounded (1 MiB backlog)"),
+                Expect("other_receivers_ratio", ">=", 0.99, "the other clients in the room get everything"),
+                Expect("sockets_lowest", ">=", "sockets_before", "the load's sockets are unaffected"),
+                Expect("handshake_failures", "==", 0),
+            ),
+            110,
+            slow_consumer,
+        ),
+        Drill(
+            "abuse",
+            8,
+            "Abuse: one client sending chat in a tight loop",
+            (
+                Expect("chats_relayed", "<=", "chats_allowed", "held to its rate and burst per session"),
+                Expect("flood_cut_off", ">=", 1, "cut off past the drop limit"),
+                Expect("echo_p95_during_ms", "<=", "echo_p95_bound_ms", "others' echo latency in its normal range"),
+                Expect("echo_timeouts_during", "==", 0),
+                Expect("sockets_lowest", ">=", "sockets_before", "no other client drops"),
+            ),
+            50,
+            abuse,
+        ),
+        Drill(
+            "fallback",
+            10,
+            "Websockets blocked on the way (a listener that strips Upgrade): long-polling fallback",
+            (
+                Expect("clients_on_polling", "==", "fallback_clients", "every client falls back to polling"),
+                Expect("acks_failed", "==", 0, "acks work over polling"),
+                Expect("fallback_room_ratio", ">=", 0.99, "room messages reach every member"),
+                Expect("fallback_broadcasts_received", ">=", "fallback_broadcasts_expected", "broadcasts arrive"),
+                Expect("polling_echo_timeouts", "==", 0),
+                Expect("lb_config_restored", "==", True),
+                Expect("sockets_lowest", ">=", "sockets_before", "the websocket clients are unaffected"),
+            ),
+            200,
+            websocket_blocked,
+        ),
+        Drill(
+            "ports",
+            9,
+            "Ephemeral ports exhausted on one loadgen source IP",
+            (
+                Expect("one_ip_addr_unavailable", ">=", 1, "the shortage shows as EADDRNOTAVAIL"),
+                Expect("diagnosis_names_the_ip", "==", True, "the tool says which source IP ran out"),
+                Expect("spread_failures", "==", 0, "the planned source IPs carry the same load"),
+                Expect("spread_connected", ">=", CLIENTS),
+                Expect(
+                    "plan_clients_per_source_ip",
+                    "<=",
+                    "plan_usable_ports_per_source_ip",
+                    "the plan keeps each source IP under its ports",
+                ),
+                Expect("holders_left", "==", 0, "the port holders are gone"),
+            ),
+            120,
+            ports_exhausted,
+        ),
     )
 }
 NOT_DONE = {
     4: "A rolling upgrade through site.yml under load",
-    6: "A reconnect storm (lb restarted)",
-    7: "A slow consumer",
-    8: "Abuse: one client sending chat in a tight loop (the rate limit is tested on loopback instead)",
-    9: "Ephemeral ports exhausted on one loadgen source IP",
-    10: "Websockets blocked on the way (polling fallback)",
 }
 
 
 def _ratio_after(sent: int, expected: int, got: int) -> float | None:
     return round(got / expected, 4) if expected else None
+
+
+def _during_fault(report: dict[str, Any], log: ProbeLog | None, fault: Fault) -> dict[str, Any]:
+    """Broadcasts and room messages sent between the fault's start and end, and what they reached
+    (pub/sub keeps nothing for a subscriber that is away: this is the loss, counted), and when a
+    room message first reached every receiver again after the fault ended."""
+    out: dict[str, Any] = {}
+    try:
+        during = measure(report, Window(fault.start, fault.start, fault.end))
+    except ValueError:
+        during = None
+    if during:
+        out["fault_broadcasts_sent"] = during.broadcasts_sent
+        out["fault_broadcast_deliveries"] = during.broadcast_deliveries
+        out["fault_broadcast_deliveries_lost"] = during.broadcast_deliveries_expected - during.broadcast_deliveries
+    if log:
+        sent, expected, got = log.in_window(fault.start, fault.end)
+        out["fault_room_sent"], out["fault_room_deliveries"], out["fault_room_deliveries_lost"] = (
+            sent,
+            got,
+            expected - got,
+        )
+        back = log.first_full_after(fault.end)
+        out["room_full_again_after_s"] = round(back - fault.end, 1) if back else None
+    return out
 
 
 def run_drill(drill: Drill, ctx: Context) -> dict[str, Any]:
@@ -276,7 +353,11 @@ def run_drill(drill: Drill, ctx: Context) -> dict[str, Any]:
         if reached < ctx.connections:
             raise RuntimeError(f"the load ramped to {reached} of {ctx.connections} sockets within 180 s")
         probe = RoomProbe(LB_URL)
-        probe.start()
+        try:
+            probe.start()
+        except RuntimeError:
+            probe = None
+            raise
         time.sleep(PRE_S)
         fault = drill.action(ctx, sampler)
     finally:
@@ -290,6 +371,8 @@ def run_drill(drill: Drill, ctx: Context) -> dict[str, Any]:
         m.room_sent, m.room_expected, m.room_received = log.in_window(fault.start, fault.observe_end)
         after = (fault.end + 5, fault.observe_end)
         m.extra["room_after_ratio"] = _ratio_after(*log.in_window(*after))
+        m.extra["room_probe_reconnects"] = log.connects - log.receivers - 1
+        m.extra["room_probe_join_failures"] = log.join_failures
     after_m = (
         measure(report, Window(fault.end + 5, fault.end + 5, fault.observe_end))
         if fault.observe_end > fault.end + 10
@@ -299,6 +382,8 @@ def run_drill(drill: Drill, ctx: Context) -> dict[str, Any]:
         m.extra["broadcast_after_ratio"] = _ratio_after(
             after_m.broadcasts_sent, after_m.broadcast_deliveries_expected, after_m.broadcast_deliveries
         )
+    if fault.end > fault.start:  # a fault that lasted: what was sent while it lasted, and what arrived
+        m.extra.update(_during_fault(report, log, fault))
     checks = evaluate(m, drill.expectations)
     result = {
         "drill": drill.number,
@@ -345,7 +430,14 @@ def markdown(results: list[dict[str, Any]]) -> str:
     for n, title in sorted(NOT_DONE.items()):
         if n not in {r["drill"] for r in results}:
             rows.append(f"| {n} | {title} | | | | | | not done |")
-    return head + "\n".join(rows) + "\n"
+    # What each drill measured beyond the common columns (its own expectations read these).
+    details = [
+        f"- drill {r['drill']} ({r['key']}): "
+        + ", ".join(f"{k} {json.dumps(v)}" for k, v in r["measured"]["extra"].items())
+        for r in sorted(results, key=lambda r: r["drill"])
+        if r.get("measured", {}).get("extra")
+    ]
+    return head + "\n".join(rows) + "\n" + ("\n" + "\n".join(details) + "\n" if details else "")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -366,11 +458,13 @@ def main(argv: list[str] | None = None) -> int:
     except cluster.ClusterMissing as exc:
         print(exc, file=sys.stderr)
         return 2
-    token_file = ROOT / ".siokit" / "credentials" / "admin_secret"
+    # SIOKIT_STATE_DIR: the checkout that deployed the cluster, as for scripts/cluster.sh.
+    state = Path(os.environ.get("SIOKIT_STATE_DIR") or ROOT / ".siokit")
+    token_file = state / "credentials" / "admin_secret"
     if not token_file.exists():
         print(
-            f"make drills: no admin secret at {token_file.relative_to(ROOT)}: deploy with `make up` from this "
-            "checkout first",
+            f"make drills: no admin secret at {token_file}: deploy with `make up` from this checkout first "
+            "(or point SIOKIT_STATE_DIR at the .siokit of the checkout that did)",
             file=sys.stderr,
         )
         return 2

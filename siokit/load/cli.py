@@ -36,7 +36,10 @@ def main(argv: list[str] | None = None, prog: str = "siokit load") -> int:
         "latency_ms": {k: {q: v.get(q) for q in ("p50", "p99", "max")} for k, v in report["latency_ms"].items()},
         "reconnects": report["connections"]["reconnects"],
         "errors": report["errors"],
+        "diagnosis": report["diagnosis"],
     }
+    for line in report["diagnosis"]:
+        print(f"{prog}: {line}", file=sys.stderr)
     with contextlib.suppress(BrokenPipeError):
         print(json.dumps(summary, indent=2))
     return 0 if report["ok"] else 1

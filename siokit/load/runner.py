@@ -10,6 +10,9 @@ import sys
 import time
 from typing import Any, TextIO
 
+from siokit.facts import local_port_range
+
+from .diagnose import ports_exhausted
 from .options import Plan
 from .stats import WorkerStats, merge_all
 from .worker import run_worker, stop_grace_s
@@ -181,6 +184,7 @@ def run(plan: Plan, stream: TextIO = sys.stderr) -> dict[str, Any]:
         grace,
     )
     report["teardown"] = teardown
+    report["diagnosis"] = ports_exhausted(plan.plans, finals, local_port_range())
     return report
 
 
@@ -190,6 +194,7 @@ def _per_broadcast(total: WorkerStats) -> list[dict[str, Any]]:
         h = total.fanout_by_seq.get(seq)
         lat = _ms(h.summary()) if h is not None else {}
         rows.append({"seq": seq, "clients": total.broadcast_received.get(seq, 0),
+                     "sent_at": total.broadcast_sent_at.get(seq),
                      **{q: lat.get(q) for q in ("p50", "p90", "p95", "p99", "max")}})  # fmt: skip
     return rows
 

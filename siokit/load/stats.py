@@ -160,6 +160,8 @@ class WorkerStats:
     transports: Counter[str] = field(default_factory=Counter)
     broadcast_received: Counter[int] = field(default_factory=Counter)  # seq -> clients that got it
     broadcasts_sent: int = 0
+    # seq -> wall-clock time the admin client sent it: lines a broadcast up with CPU readings (siokit bench)
+    broadcast_sent_at: dict[int, float] = field(default_factory=dict)
     connected: int = 0  # gauge: clients connected to the namespace right now
     attempts: int = 0
     established: int = 0  # successful namespace connects, including reconnects
@@ -211,6 +213,7 @@ class WorkerStats:
             "transports": dict(self.transports),
             "broadcast_received": {str(k): v for k, v in self.broadcast_received.items()},
             "broadcasts_sent": self.broadcasts_sent,
+            "broadcast_sent_at": {str(k): v for k, v in self.broadcast_sent_at.items()},
             "connected": self.connected,
             "attempts": self.attempts,
             "established": self.established,
@@ -240,6 +243,7 @@ class WorkerStats:
         for name in COUNTERS:
             setattr(s, name, int(d.get(name, 0)))
         s.fanout_by_seq = {int(k): Histogram.from_dict(v) for k, v in d.get("fanout_by_seq", {}).items()}
+        s.broadcast_sent_at = {int(k): float(v) for k, v in d.get("broadcast_sent_at", {}).items()}
         s.pings_held = Counter({int(k): int(v) for k, v in d.get("pings_held", {}).items()})
         s.ping_interval_s = float(d.get("ping_interval_s", 0.0))
         s.ping_timeout_s = float(d.get("ping_timeout_s", 0.0))
@@ -252,6 +256,8 @@ class WorkerStats:
         self.failures.update(other.failures)
         self.transports.update(other.transports)
         self.broadcast_received.update(other.broadcast_received)
+        for seq, at in other.broadcast_sent_at.items():
+            self.broadcast_sent_at[seq] = min(at, self.broadcast_sent_at.get(seq, at))
         for name in COUNTERS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for seq, h in other.fanout_by_seq.items():

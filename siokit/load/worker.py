@@ -191,8 +191,10 @@ class Worker:
             seq = 0
             while not self.stop_evt.is_set() and self._sending():
                 seq += 1
+                sent_at = time.time()
                 if await admin.emit("broadcast", {"seq": seq, "text": f"siokit load #{seq}"}, ack=True):
                     self.stats.broadcasts_sent += 1
+                    self.stats.broadcast_sent_at[seq] = sent_at
                 await asyncio.sleep(p.broadcast_every)
         finally:
             await admin.close()

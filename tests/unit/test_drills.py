@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 
-from siokit.drills import cluster
+from siokit.drills import abuse, cluster, fallback, ports, runner, slow, storm
+from siokit.drills.base import Fault
+from siokit.drills.clients import Latency, latency_summary, read_frames, ws_frame
 from siokit.drills.load import ServerSamples
 from siokit.drills.measure import Expect, Window, broadcast_times, evaluate, measure
 from siokit.drills.probe import ProbeLog
@@ -172,3 +174,186 @@ def test_markdown_lists_results_and_the_drills_not_done() -> None:
         assert f"| {n} |" in table
     unmeasured = markdown([{"drill": 2, "title": "redis", "error": "ramped to 1512 of 3000", "passed": False}])
     assert "| 2 | redis | | | | | | NOT MEASURED: ramped to 1512 of 3000 |" in unmeasured
+
+
+# --- the drills added for #10 (storm, slow consumer, abuse, fallback): their judgments on synthetic runs
+
+
+def _judge(key: str, extra: dict[str, Any], **base: Any) -> dict[str, bool]:
+    """The drill's expectations against a steady synthetic run plus `extra`: {expectation: passed}."""
+    m = measure(report([3000] * 60, [0] * 60), Window(T0 + 19.5, T0 + 30, T0 + 50))
+    for name, value in base.items():
+        setattr(m, name, value)
+    m.extra.update(extra)
+    return {c.expect.split(" ")[0]: c.passed for c in evaluate(m, DRILLS[key].expectations)}
+
+
+def test_storm_fails_on_an_instance_past_its_planned_share() -> None:
+    ok = {"max_instance_sockets": 310, "planned_sockets_per_instance": 400, "max_instance_vs_even_share": 1.03}
+    assert all(_judge("storm", ok).values())
+    over = _judge("storm", {**ok, "max_instance_sockets": 401})
+    assert not over["max_instance_sockets"] and over["recover_s"]
+    assert not _judge("storm", ok, recover_s=75.0)["recover_s"]
+    assert not _judge("storm", {**ok, "max_instance_vs_even_share": 2.0})["max_instance_vs_even_share"]
+
+
+def test_busiest_instance_in_the_window() -> None:
+    s = ServerSamples(
+        [
+            (0.0, {"app1:8001": 900, "app2:8001": 100}),  # before the window
+            (2.0, {"app1:8001": None, "app2:8001": 350}),
+            (4.0, {"app1:8001": 300, "app2:8001": 320}),
+        ]
+    )
+    assert storm.busiest(s, 1.0, 5.0) == ("app2:8001", 350)
+    assert storm.busiest(s, 10.0, 12.0) == ("", 0)
+
+
+def slow_ok() -> dict[str, Any]:
+    return {
+        "slow_consumer_closes": 1,
+        "cut_off_after_s": 12.0,
+        "client_saw_close": True,
+        "rss_growth_mib": 3.1,
+        "other_receivers_ratio": 1.0,
+    }
+
+
+def test_slow_consumer_judgment() -> None:
+    assert all(_judge("slow", slow_ok()).values())
+    assert not _judge("slow", {**slow_ok(), "slow_consumer_closes": 0, "cut_off_after_s": None})["cut_off_after_s"]
+    assert not _judge("slow", {**slow_ok(), "rss_growth_mib": 40.0})["rss_growth_mib"]
+    assert not _judge("slow", {**slow_ok(), "client_saw_close": False})["client_saw_close"]
+    assert not _judge("slow", slow_ok(), sockets_lowest=2990)["sockets_lowest"]
+
+
+def test_slow_consumer_metric_with_or_without_total() -> None:
+    assert slow.metric({"siokit_slow_consumer_closes_total": 2.0}, slow.CLOSES) == 2.0
+    assert slow.metric({"siokit_slow_consumer_closes": 3.0}, slow.CLOSES) == 3.0
+    assert slow.metric(None, slow.CLOSES) is None
+    assert slow.metric({}, slow.RSS) is None
+
+
+def test_abuse_bounds() -> None:
+    assert abuse.allowed_chats(10.0, 20, 3, 20.0) == 260
+    assert abuse.allowed_chats(10.0, 20, 0, 1.0) == 30  # no session opened: still one bucket
+    assert abuse.latency_bound(12.0) == 74.0
+    assert abuse.latency_bound(None) is None
+    ok = {
+        "chats_relayed": 250,
+        "chats_allowed": 260,
+        "flood_cut_off": 3,
+        "echo_p95_during_ms": 60.0,
+        "echo_p95_bound_ms": 74.0,
+        "echo_timeouts_during": 0,
+    }
+    assert all(_judge("abuse", ok).values())
+    assert not _judge("abuse", {**ok, "chats_relayed": 261})["chats_relayed"]
+    assert not _judge("abuse", {**ok, "echo_p95_during_ms": 80.0})["echo_p95_during_ms"]
+    assert not _judge("abuse", {**ok, "echo_p95_bound_ms": None})["echo_p95_during_ms"]  # unmeasured fails
+
+
+def test_latency_summary_window() -> None:
+    samples: list[tuple[float, float | None]] = [(float(i), 0.010 + i / 1000) for i in range(20)]
+    samples.append((5.5, None))
+    lat = latency_summary(samples, 0.0, 10.0)
+    assert (lat.count, lat.timeouts) == (11, 1)
+    assert lat.median_ms == pytest.approx(14.5)
+    assert lat.p95_ms == pytest.approx(19.0)
+    assert latency_summary(samples, 100.0, 110.0) == Latency(0, 0, None, None)
+
+
+def test_fallback_judgment_and_cpu_per_message() -> None:
+    ok = {
+        "clients_on_polling": 4,
+        "fallback_clients": 4,
+        "acks_failed": 0,
+        "fallback_room_ratio": 1.0,
+        "fallback_broadcasts_received": 16,
+        "fallback_broadcasts_expected": 16,
+        "polling_echo_timeouts": 0,
+        "lb_config_restored": True,
+    }
+    assert all(_judge("fallback", ok).values())
+    assert not _judge("fallback", {**ok, "clients_on_polling": 3})["clients_on_polling"]  # one upgraded
+    assert not _judge("fallback", {**ok, "lb_config_restored": False})["lb_config_restored"]
+    # 3.0 CPU-s in 30 s with 0.05 CPU-s/s of background, over 1,500 messages: 1,000 us each
+    assert fallback.cpu_per_message_us(3.0, 0.05, 30.0, 1500) == 1000.0
+    assert fallback.cpu_per_message_us(1.0, 0.05, 30.0, 100) == 0.0  # never negative
+    assert fallback.cpu_per_message_us(1.0, 0.0, 1.0, 0) is None
+
+
+def test_parse_instance_metrics() -> None:
+    out = (
+        "#port 8001 200\n"
+        'siokit_connected_sockets{namespace="/"} 12.0\n'
+        "siokit_slow_consumer_closes_total 1.0\n"
+        "process_resident_memory_bytes 1.2e+08\n"
+        "#port 8002 000\n"
+    )
+    got = cluster.parse_instance_metrics(out, [8001, 8002])
+    assert got[8002] is None
+    assert got[8001] == {
+        'siokit_connected_sockets{namespace="/"}': 12.0,
+        "siokit_slow_consumer_closes_total": 1.0,
+        "process_resident_memory_bytes": 1.2e8,
+    }
+
+
+def test_websocket_frames() -> None:
+    # Server frames are unmasked: a short one, a 16-bit length one, then half of a third.
+    big = "x" * 300
+    stream = b"\x81\x0240" + b"\x81\x7e" + (300).to_bytes(2, "big") + big.encode() + b"\x81\x05ab"
+    frames, rest = read_frames(stream)
+    assert frames == ["40", big]
+    assert rest == b"\x81\x05ab"
+    masked = ws_frame("420")
+    assert masked[:2] == b"\x81\x83"  # FIN + text, MASK bit + length 3
+    key = masked[2:6]
+    assert bytes(b ^ key[i % 4] for i, b in enumerate(masked[6:])) == b"420"
+
+
+def test_markdown_lists_each_drills_own_measurements() -> None:
+    m = measure(host_loss_report(), Window(T0 + 19.5, T0 + 19.5, T0 + 50))
+    m.extra.update({"max_instance_sockets": 310, "max_instance": "app1:8003"})
+    table = markdown(
+        [{"drill": 6, "key": "storm", "title": "storm", "measured": m.as_dict(), "passed": True, "checks": []}]
+    )
+    assert '- drill 6 (storm): max_instance_sockets 310, max_instance "app1:8003"' in table
+
+
+def test_port_holders_leave_the_stated_ports_free() -> None:
+    assert ports.holder_plan(64512, 200, 15000) == [15000, 15000, 15000, 15000, 4312]
+    assert sum(ports.holder_plan(28232, 200, 15000)) == 28032
+    assert ports.holder_plan(100, 200, 15000) == []
+
+
+def test_ports_judgment() -> None:
+    ok = {
+        "one_ip_addr_unavailable": 400,
+        "diagnosis_names_the_ip": True,
+        "spread_failures": 0,
+        "spread_connected": ports.CLIENTS,
+        "plan_clients_per_source_ip": 1000,
+        "plan_usable_ports_per_source_ip": 28000,
+        "holders_left": 0,
+    }
+    assert all(_judge("ports", ok).values())
+    assert not _judge("ports", {**ok, "diagnosis_names_the_ip": False})["diagnosis_names_the_ip"]
+    assert not _judge("ports", {**ok, "one_ip_addr_unavailable": 0})["one_ip_addr_unavailable"]
+    assert not _judge("ports", {**ok, "plan_clients_per_source_ip": 30000})["plan_clients_per_source_ip"]
+
+
+def test_during_fault_counts_the_loss_and_the_return() -> None:
+    # broadcasts at t=5,10,...; the fault from t=19.5 to 31: seq 4 (t=20) and 5 (t=25) half delivered, seq 6 at t=30
+    rep = report([3000] * 60, [0] * 60, per_broadcast={3: 3000, 4: 1500, 5: 1400, 6: 3000, 7: 3000})
+    log = ProbeLog(receivers=2)
+    log.sent = {1: T0 + 20.0, 2: T0 + 28.0, 3: T0 + 31.5, 4: T0 + 33.0, 5: T0 + 34.0}
+    log.received.update({1: 1, 2: 0, 3: 1, 4: 2, 5: 2})
+    got = runner._during_fault(rep, log, Fault(T0 + 19.5, T0 + 31.0, T0 + 50.0))
+    assert got["fault_broadcasts_sent"] == 3
+    assert got["fault_broadcast_deliveries"] == 1500 + 1400 + 3000
+    assert got["fault_broadcast_deliveries_lost"] == 3 * 3000 - 5900
+    assert (got["fault_room_sent"], got["fault_room_deliveries"], got["fault_room_deliveries_lost"]) == (2, 1, 3)
+    assert got["room_full_again_after_s"] == 2.0  # seq 4, the first after the end to reach both
+    assert log.first_full_after(T0 + 40) is None

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-HOSTS = ["lb", "app1", "app2", "redis", "loadgen"]
+HOSTS = ["lb", "app1", "app2", "redis", "loadgen", "monitor"]
 
 FAKE_DOCKER = """#!/bin/sh
 echo "$*" >> "$FAKE_LOG"
@@ -63,8 +63,8 @@ def _cluster(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str
 @pytest.mark.parametrize(
     ("running", "info_rc", "missing"),
     [
-        ("", "0", "lb app1 app2 redis loadgen missing"),
-        ("redis loadgen", "0", "lb app1 app2 missing"),
+        ("", "0", "lb app1 app2 redis loadgen monitor missing"),
+        ("redis loadgen monitor", "0", "lb app1 app2 missing"),
         ("", "1", "no Docker daemon answers"),
     ],
 )
@@ -78,7 +78,7 @@ def test_verify_without_a_cluster_is_one_line(fake: dict[str, str], running: str
     assert lines[0].startswith("make verify: ") and missing in lines[0] and "run `make up` first" in lines[0]
 
 
-def test_require_passes_when_all_five_run(fake: dict[str, str]) -> None:
+def test_require_passes_when_all_six_run(fake: dict[str, str]) -> None:
     fake["FAKE_RUNNING"] = " ".join(HOSTS)
     proc = _cluster(fake, "require", "make drills")
     assert proc.returncode == 0 and proc.stderr == ""
@@ -89,11 +89,11 @@ def test_reconcile_removes_a_half_cluster_and_molecules_state(fake: dict[str, st
     state.mkdir(parents=True)
     (state / "state.yml").write_text("created: true\nconverged: true\n")
     # lb was removed behind Molecule's back; app2 exists but is stopped (a daemon restart)
-    fake.update(FAKE_RUNNING="app1 redis loadgen", FAKE_PRESENT="app1 app2 redis loadgen")
+    fake.update(FAKE_RUNNING="app1 redis loadgen monitor", FAKE_PRESENT="app1 app2 redis loadgen monitor")
     proc = _cluster(fake, "reconcile")
     assert proc.returncode == 0, proc.stderr
     assert "stale cluster: not running: lb app2" in proc.stderr
-    assert "rm -f app1 app2 redis loadgen" in _calls(fake)
+    assert "rm -f app1 app2 redis loadgen monitor" in _calls(fake)
     assert "network rm siokit-cluster" in _calls(fake)
     assert not state.exists()
 

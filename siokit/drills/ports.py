@@ -1,0 +1,94 @@
+"""Drill 9, ephemeral ports exhausted on one loadgen source IP: sockets bound in the loadgen
+container hold all but a few of that address's ports, then a load from that address alone must
+fail the rest with EADDRNOTAVAIL and say so in words; the same load over the planned source IPs
+must pass, and the deployed plan must keep each source IP under its usable ports."""
+
+from __future__ import annotations
+
+import time
+
+from siokit import facts
+from siokit.drills import cluster
+from siokit.drills.base import Context, Fault, wait_until
+from siokit.drills.load import LoadRun, Sampler, loadgen_binds
+
+LEAVE_FREE = 200  # ports left on the exhausted address
+CLIENTS = 600  # the small load that meets the shortage
+PER_HOLDER = 15_000  # sockets per holder process, under the 20,000 open files of a container
+HOLD_MAX_S = 300  # the holders exit by themselves after this, whatever happens to the drill
+TAG = "/tmp/siokit-drill-ports"
+# Binds (ip, 0) until it holds `n` ports, says so, then sleeps; bounded in count and time.
+HOLDER = (
+    "import socket, sys, time\n"
+    "ip, n, tag = sys.argv[1], int(sys.argv[2]), sys.argv[3]\n"
+    "held = []\n"
+    "for _ in range(n):\n"
+    "    s = socket.socket()\n"
+    "    try:\n"
+    "        s.bind((ip, 0))\n"
+    "    except OSError:\n"
+    "        s.close(); break\n"
+    "    held.append(s)\n"
+    "open(tag, 'w').write(str(len(held)))\n"
+    f"time.sleep({HOLD_MAX_S})\n"
+)
+
+
+def holder_plan(ports: int, leave: int, per: int) -> list[int]:
+    """Sockets per holder process so that `ports - leave` are held."""
+    want, plan = max(0, ports - leave), []
+    while want > 0:
+        plan.append(min(per, want))
+        want -= plan[-1]
+    return plan
+
+
+def ports_exhausted(ctx: Context, sampler: Sampler) -> Fault:
+    binds = loadgen_binds()
+    ip = binds[-1]
+    low, high = facts.parse_port_range(cluster.run("loadgen", f"cat {facts.PORT_RANGE_PATH}"))
+    plan = cluster.deployed_plan()["loadgen"]
+    cluster.run("loadgen", f"rm -f {TAG}.*; cat > {TAG}.py <<'EOF'\n{HOLDER}EOF")
+    counts = holder_plan(high - low + 1, LEAVE_FREE, PER_HOLDER)
+    start = time.time()
+    try:
+        for i, n in enumerate(counts):
+            cluster.run(
+                "loadgen", f"nohup python3 {TAG}.py {ip} {n} {TAG}.{i}.held >/dev/null 2>&1 & echo $! > {TAG}.{i}.pid"
+            )
+        ready = wait_until(
+            lambda: cluster.run("loadgen", f"ls {TAG}.*.held 2>/dev/null | wc -l").strip() == str(len(counts)), 120, 1
+        )
+        held = sum(int(x) for x in cluster.run("loadgen", f"cat {TAG}.*.held 2>/dev/null; echo").split())
+        short = LoadRun("ports-one-ip", CLIENTS, 5, None, ctx.token, ["--bind", ip, "--no-reconnect"])
+        short.start(ctx.out / "ports-one-ip.log")
+        one = short.wait(300)
+        said = (ctx.out / "ports-one-ip.log").read_text()
+    finally:
+        cluster.run("loadgen", f"for f in {TAG}.*.pid; do kill $(cat $f) 2>/dev/null; done; rm -f {TAG}.*", check=False)
+    end = time.time()
+    spread = LoadRun("ports-spread", CLIENTS, 5, None, ctx.token, ["--no-reconnect"])
+    spread.start(ctx.out / "ports-spread.log")
+    many = spread.wait(300)
+    left = cluster.run("loadgen", f"ls {TAG}.* 2>/dev/null | wc -l", check=False).strip()
+    return Fault(
+        start,
+        end,
+        time.time(),
+        {
+            "source_ip": ip,
+            "port_range": f"{low}-{high}",
+            "ports_held": held,
+            "holders_ready": ready is not None,
+            "one_ip_connected": int(one["connections"]["peak_held"]),
+            "one_ip_addr_unavailable": int(one.get("failures", {}).get("addr_unavailable", 0)),
+            "one_ip_other_failures": sum(v for k, v in one.get("failures", {}).items() if k != "addr_unavailable"),
+            "diagnosis_names_the_ip": f"ephemeral ports exhausted on source IP {ip}" in said,
+            "spread_source_ips": len(binds),
+            "spread_connected": int(many["connections"]["peak_held"]),
+            "spread_failures": sum(many.get("failures", {}).values()),
+            "plan_clients_per_source_ip": int(plan["clients_per_source_ip"]),
+            "plan_usable_ports_per_source_ip": int(plan["usable_ports_per_source_ip"]),
+            "holders_left": int(left or 0),
+        },
+    )
