@@ -94,7 +94,7 @@ vagrant-validate: $(STATE)/vagrant-packages.stamp
 
 check: lint vagrant-validate unit integration
 
-# The local cluster: five systemd containers (lb, app1, app2, redis, loadgen) deployed by
+# The local cluster: six systemd containers (lb, app1, app2, redis, loadgen, monitor) deployed by
 # ansible-playbook site.yml through Molecule, then a health line and the URL for a browser.
 up: venv static
 	bash scripts/cluster.sh up
@@ -139,7 +139,8 @@ bench: venv static
 	$(BIN)/python -m siokit.cli bench --target $(BENCH_TARGET) --connections $(CONNECTIONS) --hold $(HOLD) $(BENCH_ARGS)
 
 # Fault drills against the local cluster (`make up` first) while `siokit load` holds DRILL_CONNECTIONS
-# sockets: DRILLS=host-loss,kill9,redis,reload (default all). JSON + Markdown under reports/.
+# sockets: DRILLS=kill9,redis,reload,host-loss,storm,slow,abuse,ports,fallback (default all, ~4 min each).
+# JSON + Markdown under reports/. SIOKIT_STATE_DIR: the .siokit of the checkout that ran `make up`.
 DRILL_CONNECTIONS ?= 3000
 DRILLS ?=
 drills: venv

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The local cluster (five systemd containers: lb, app1, app2, redis, loadgen) driven by Molecule.
+# The local cluster (six systemd containers: lb, app1, app2, redis, loadgen, monitor) driven by Molecule.
 #
 #   scripts/cluster.sh up       docker daemon + base image + `molecule create` + `molecule converge`
 #                               (ansible/site.yml), then the URL for a browser and a health line
@@ -10,21 +10,22 @@
 #                               idempotence, verify, destroy
 #   scripts/cluster.sh status   containers, systemd state and lb health
 #   scripts/cluster.sh converge re-run ansible/site.yml on the running cluster
-#   scripts/cluster.sh require WHAT   exit 2 with one line naming `make up` unless all five run
-#   scripts/cluster.sh reconcile      short of five running containers: remove what is left and
+#   scripts/cluster.sh require WHAT   exit 2 with one line naming `make up` unless all six run
+#   scripts/cluster.sh reconcile      short of six running containers: remove what is left and
 #                               Molecule's state for this checkout (`up` does this first)
 #
 # Environment: SIOKIT_IMAGE (bring your own base image), SIOKIT_LB_HTTP_PORT (default 8080, bound to
-# 127.0.0.1 only), MOLECULE (default .venv/bin/molecule), SIOKIT_STATE_DIR (default .siokit).
+# 127.0.0.1 only), SIOKIT_PROMETHEUS_PORT (default 9090, monitor's Prometheus, 127.0.0.1 only), MOLECULE (default .venv/bin/molecule), SIOKIT_STATE_DIR (default .siokit).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 SCENARIO=cluster
-HOSTS=(lb app1 app2 redis loadgen)
+HOSTS=(lb app1 app2 redis loadgen monitor)
 NETWORK=siokit-cluster
 SUBNET=10.210.0.0/16   # molecule/cluster/molecule.yml docker_networks
 export SIOKIT_LB_HTTP_PORT="${SIOKIT_LB_HTTP_PORT:-8080}"
+export SIOKIT_PROMETHEUS_PORT="${SIOKIT_PROMETHEUS_PORT:-9090}"
 export SIOKIT_STATE_DIR="${SIOKIT_STATE_DIR:-$ROOT/.siokit}"
 DOCKER="${DOCKER:-/usr/bin/docker}"
 export DOCKER_API_VERSION="${DOCKER_API_VERSION:-1.41}"
@@ -36,6 +37,7 @@ MOLECULE="${MOLECULE:-$ROOT/.venv/bin/molecule}"
 # `reconcile` can find it, instead of a checksum-named directory under ~/.cache.
 export MOLECULE_EPHEMERAL_DIRECTORY="${MOLECULE_EPHEMERAL_DIRECTORY:-$SIOKIT_STATE_DIR/molecule/$SCENARIO}"
 LB_URL="http://127.0.0.1:${SIOKIT_LB_HTTP_PORT}"
+PROMETHEUS_URL="http://127.0.0.1:${SIOKIT_PROMETHEUS_PORT}"
 TIMINGS="$SIOKIT_STATE_DIR/cluster-timings.log"
 
 log() { printf '[cluster] %s\n' "$*" >&2; }
@@ -73,6 +75,12 @@ health() {
         log "health: lb $LB_URL/healthz -> $body"
     else
         log "health: lb $LB_URL/healthz FAILED: $body"
+        return 1
+    fi
+    if body="$(curl -fsS -m 5 "$PROMETHEUS_URL/-/ready" 2>&1)"; then
+        log "health: Prometheus $PROMETHEUS_URL/-/ready -> $body"
+    else
+        log "health: Prometheus $PROMETHEUS_URL/-/ready FAILED: $body"
         return 1
     fi
 }
@@ -122,7 +130,7 @@ require_running() {
 # Molecule keeps its state per checkout (MOLECULE_EPHEMERAL_DIRECTORY), the containers are shared
 # by name: a cluster replaced from another checkout, removed by hand, or stopped by a daemon
 # restart leaves a state that says "created" over containers that are gone or stopped, and converge
-# then fails with "No such container". Anything short of five running containers is rebuilt.
+# then fails with "No such container". Anything short of six running containers is rebuilt.
 reconcile() {
     local missing present=() c
     missing="$(not_running)"
@@ -147,6 +155,7 @@ case "$cmd" in
         step create "$MOLECULE" create -s "$SCENARIO"
         step converge "$MOLECULE" converge -s "$SCENARIO" -- "$@"
         log "cluster is up: open $LB_URL/ in a browser on this host (lb:80 published on 127.0.0.1 only)"
+        log "Prometheus: $PROMETHEUS_URL/ (monitor:9090 published on 127.0.0.1 only; targets: $PROMETHEUS_URL/targets)"
         health
         ;;
     converge)

@@ -53,7 +53,18 @@ TEMPLATES: tuple[TemplateSpec, ...] = (
     TemplateSpec("systemd/modules-load.conf.j2", "modules-load.d/siokit.conf"),
     TemplateSpec("kit/siokit-src.pth.j2", "kit/siokit-src.pth"),
     TemplateSpec("kit/siokit.j2", "kit/bin/siokit"),
+    TemplateSpec("prometheus/prometheus.yml.j2", "prometheus/prometheus.yml"),
+    TemplateSpec("prometheus/prometheus.env.j2", "default/prometheus"),
+    TemplateSpec("prometheus/node-exporter.env.j2", "default/prometheus-node-exporter"),
+    TemplateSpec("prometheus/nginx-exporter.env.j2", "default/prometheus-nginx-exporter"),
+    TemplateSpec("prometheus/redis-exporter.env.j2", "default/prometheus-redis-exporter"),
+    TemplateSpec("systemd/prometheus-limits.conf.j2", "systemd/prometheus.service.d/siokit-limits.conf"),
 )
+
+
+# Files the roles install from templates/ as they are (ansible.builtin.copy): the alert rules carry
+# Prometheus' own {{ $labels }} templating, which Jinja must not touch.
+COPIED: tuple[TemplateSpec, ...] = (TemplateSpec("prometheus/siokit-alerts.yml", "prometheus/rules/siokit-alerts.yml"),)
 
 
 class RenderError(ValueError):
@@ -204,5 +215,10 @@ def render_all(user_vars: Mapping[str, Any], outdir: Path) -> list[Path]:
         target = outdir / spec.output
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(render_template(spec.source, variables))
+        written.append(target)
+    for spec in COPIED:
+        target = outdir / spec.output
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes((TEMPLATES_DIR / spec.source).read_bytes())
         written.append(target)
     return written

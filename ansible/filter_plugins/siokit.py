@@ -6,6 +6,7 @@ the renderer, the tests and the playbooks.
     siokit_host_facts       list of hostvars -> the planner's facts of the weakest of those hosts
     siokit_sysctl_actions   (planned sysctls, probe output) -> what to apply, what to skip and why
     siokit_upstreams        (hostvars, app hosts, plan) -> host:port of every uWSGI instance
+    siokit_scrape_jobs      (hostvars, groups, plan, exporter ports) -> Prometheus scrape_configs
     siokit_python_dependencies  path of pyproject.toml -> its dependencies (+ extras), for pip
 """
 
@@ -22,7 +23,7 @@ if str(_ROOT) not in sys.path:
 
 from ansible.errors import AnsibleFilterError  # noqa: E402
 
-from siokit import dependencies, facts, planner, sysctls  # noqa: E402
+from siokit import dependencies, facts, planner, scrape, sysctls  # noqa: E402
 
 
 def siokit_plan(spec: dict[str, Any]) -> dict[str, Any]:
@@ -68,6 +69,12 @@ def siokit_sysctl_actions(wanted: dict[str, Any], probe: str) -> dict[str, Any]:
     return sysctls.actions(wanted, _parse_probe(probe))
 
 
+def _app_ports(hostvars: Any, host: str, plan: dict[str, Any]) -> list[int]:
+    """A host's uWSGI instance ports: from its `app_base_port` (default: the plan's), the plan's count."""
+    base = int(hostvars[host].get("app_base_port", plan["uwsgi"]["base_port"]))
+    return scrape.instance_ports(base, int(plan["uwsgi"]["instances_per_host"]))
+
+
 def siokit_upstreams(hostvars: Any, hosts: list[str], plan: dict[str, Any]) -> list[str]:
     """'address:port' of every uWSGI instance of every host, in inventory order.
 
@@ -80,10 +87,23 @@ def siokit_upstreams(hostvars: Any, hosts: list[str], plan: dict[str, Any]) -> l
         address = hv.get("siokit_host_address")
         if not address:
             raise AnsibleFilterError(f"siokit_upstreams: {host} has no siokit_host_address (run the plan role first)")
-        base = int(hv.get("app_base_port", plan["uwsgi"]["base_port"]))
-        count = int(plan["uwsgi"]["instances_per_host"])
-        servers += [f"{address}:{port}" for port in range(base, base + count)]
+        servers += [f"{address}:{port}" for port in _app_ports(hostvars, host, plan)]
     return servers
+
+
+def siokit_scrape_jobs(
+    hostvars: Any, groups: dict[str, list[str]], plan: dict[str, Any], ports: dict[str, int] | None = None
+) -> list[dict[str, Any]]:
+    """Prometheus scrape_configs for the inventory (siokit/scrape.py): every uWSGI instance of every app
+    host, node-exporter on every host, nginx- and redis-exporter on lb and redis, Prometheus itself."""
+    try:
+        names = {h for g in scrape.HOST_GROUPS for h in groups.get(g) or []}
+        addresses = {h: str(hostvars[h].get("siokit_host_address") or "") for h in names}
+        app_ports = {h: _app_ports(hostvars, h, plan) for h in groups.get("app") or []}
+        exporter_ports = scrape.ExporterPorts(**{k: int(v) for k, v in (ports or {}).items()})
+        return scrape.scrape_jobs(addresses, groups, app_ports, exporter_ports)
+    except (scrape.ScrapeError, TypeError, ValueError) as exc:
+        raise AnsibleFilterError(f"siokit_scrape_jobs: {exc}") from exc
 
 
 def siokit_python_dependencies(pyproject: str, extras: list[str] | None = None) -> list[str]:
@@ -101,5 +121,6 @@ class FilterModule:
             "siokit_host_facts": siokit_host_facts,
             "siokit_sysctl_actions": siokit_sysctl_actions,
             "siokit_upstreams": siokit_upstreams,
+            "siokit_scrape_jobs": siokit_scrape_jobs,
             "siokit_python_dependencies": siokit_python_dependencies,
         }

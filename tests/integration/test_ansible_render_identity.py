@@ -37,6 +37,7 @@ BASE = {
     # '@', ':', '/' and '"' in the password: percent-encoding and redis.conf quoting must agree too
     "siokit_redis_password": 's3cret@Redis:pw/"x',
     "siokit_admin_secret": "admin-s3cret",
+    "siokit_redis_exporter_password": 'exp0rter"pw\\',
     "siokit_redis_host": "10.0.0.13",
     "siokit_host_address": "10.0.0.11",
     # inventory_hostname differs between the two sides (Ansible: localhost; siokit: this machine)
@@ -67,6 +68,22 @@ CASES = {
         "app_request_logging": True,
         "app_systemd_hardening": False,
         "redis_bind_addresses": ["127.0.0.1", "10.0.0.13"],
+        # What the monitoring role derives with siokit_scrape_jobs (siokit/scrape.py).
+        "monitoring_scrape_jobs": [
+            {
+                "job_name": "siokit",
+                "static_configs": [{"targets": ["10.0.0.11:8001", "10.0.0.11:8002"], "labels": {"host": "app1"}}],
+            },
+            {
+                "job_name": "node",
+                "static_configs": [
+                    {"targets": ["10.0.0.10:9100"], "labels": {"host": "lb1"}},
+                    {"targets": ["10.0.0.11:9100"], "labels": {"host": "app1"}},
+                ],
+            },
+        ],
+        "nginx_status_listen": "10.0.0.10:8081",
+        "monitoring_retention": "30d",
     },
     "hash_one_bind_no_status": {
         "siokit_in_container": False,
@@ -209,5 +226,13 @@ def test_cases_exercise_the_branches(rendered: Path) -> None:
     assert "ExecStart=/usr/sbin/ip address replace 10.0.2.10/32 dev ens3" in ips
     load = (rendered / "hash_one_bind_no_status" / "siokit" / "systemd/siokit-load.env").read_text()
     assert "--url http://lb.example.net:8080 --bind 10.0.1.10,10.0.2.10 --plan /etc/siokit/plan.json " in load
+    prometheus = (rendered / "tls_bind_least_conn" / "siokit" / "prometheus/prometheus.yml").read_text()
+    assert '- "10.0.0.11:8002"' in prometheus and 'host: "lb1"' in prometheus
+    assert "  []" in (rendered / "defaults" / "siokit" / "prometheus/prometheus.yml").read_text()
+    nginx_exporter = (rendered / "tls_bind_least_conn" / "siokit" / "default/prometheus-nginx-exporter").read_text()
+    assert "http://10.0.0.10:8081/nginx_status" in nginx_exporter
+    limits = {case: (rendered / case / "siokit" / "systemd/prometheus.service.d/siokit-limits.conf").read_text()
+              for case in CASES}  # fmt: skip
+    assert "PrivateUsers=false" in limits["defaults"] and "PrivateUsers" not in limits["hash_one_bind_no_status"]
     default_load = (rendered / "defaults" / "siokit" / "systemd/siokit-load.env").read_text()
     assert "--url http://10.0.0.11:80 --bind 10.0.0.11 --plan /etc/siokit/plan.json " in default_load

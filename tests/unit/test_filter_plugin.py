@@ -38,6 +38,7 @@ def test_filters_are_registered() -> None:
         "siokit_host_facts",
         "siokit_sysctl_actions",
         "siokit_upstreams",
+        "siokit_scrape_jobs",
         "siokit_python_dependencies",
     }
 
@@ -121,6 +122,30 @@ def test_upstreams_cover_every_instance_of_every_host() -> None:
     assert servers == [f"10.0.0.1:{8001 + i}" for i in range(n)] + [f"10.0.0.2:{9000 + i}" for i in range(n)]
     with pytest.raises(AnsibleFilterError, match="siokit_host_address"):
         plugin.siokit_upstreams({"c": {}}, ["c"], plan)
+
+
+def test_scrape_jobs_cover_the_inventory_and_the_plan() -> None:
+    """Prometheus scrapes the same instances nginx proxies to, and every exporter of every group."""
+    plan = plugin.siokit_plan({"sockets": 40000, "app_hosts": 2, "source_ips": 1, "app": FACTS})
+    hv = {name: hostvars(name) for name in ("a", "bb", "ccc", "dddd", "eeeee")}
+    hv["bb"]["app_base_port"] = 9000
+    groups = {"lb": ["ccc"], "app": ["a", "bb"], "redis": ["dddd"], "loadgen": ["eeeee"], "monitor": ["ccc"]}
+    jobs = plugin.siokit_scrape_jobs(hv, groups, plan, {"node": 9101})
+    by_job = {j["job_name"]: j for j in jobs}
+    assert list(by_job) == ["siokit", "node", "nginx", "redis", "prometheus"]
+    siokit = [t for c in by_job["siokit"]["static_configs"] for t in c["targets"]]
+    assert siokit == plugin.siokit_upstreams(hv, ["a", "bb"], plan)
+    assert [c["labels"]["host"] for c in by_job["siokit"]["static_configs"]] == ["a", "bb"]
+    # every host once (the lb is also the monitor here), at the port given
+    node = [t for c in by_job["node"]["static_configs"] for t in c["targets"]]
+    assert node == ["10.0.0.3:9101", "10.0.0.1:9101", "10.0.0.2:9101", "10.0.0.4:9101", "10.0.0.5:9101"]
+    assert by_job["nginx"]["static_configs"] == [{"targets": ["10.0.0.3:9113"], "labels": {"host": "ccc"}}]
+    assert by_job["redis"]["static_configs"][0]["targets"] == ["10.0.0.4:9121"]
+    assert by_job["prometheus"]["static_configs"][0]["targets"] == ["10.0.0.3:9090"]
+    # no monitor group: no prometheus job; a host without an address is named
+    assert "prometheus" not in {j["job_name"] for j in plugin.siokit_scrape_jobs(hv, {**groups, "monitor": []}, plan)}
+    with pytest.raises(AnsibleFilterError, match="eeeee has no private address"):
+        plugin.siokit_scrape_jobs({**hv, "eeeee": {}}, groups, plan)
 
 
 def test_python_dependencies_are_pyprojects_list() -> None:

@@ -14,6 +14,7 @@ from siokit.render import TEMPLATES, RenderError, render_all
 BASE: dict[str, Any] = {
     "siokit_redis_password": "pw",
     "siokit_admin_secret": "adm",
+    "siokit_redis_exporter_password": "xpw",
     "siokit_redis_host": "10.0.0.5",
     "nginx_upstream_servers": ["10.0.0.2:8001", "10.0.0.2:8002", "10.0.0.3:8001"],
     "siokit_plan_input": {
