@@ -25,7 +25,7 @@ Capacity at a latency SLO, siokit's loopback stack and Node side by side from on
   siokit    the loopback stack (siokit.lab.local: nginx, 2 uWSGI instances, Redis) on its own port
 Each target gets steps of --step clients (a fresh `siokit load` run per step, --slo-hold seconds,
 a broadcast every --slo-broadcast-every s); the table shows every step and the capacity (the last
-step whose pooled p95 fan-out met the SLO, siokit/slo.py). Beside it, each step's server CPU per
+step whose pooled p95 fan-out met the SLO, siokit/lab/slo.py). Beside it, each step's server CPU per
 delivered broadcast message: user+system CPU-seconds of the server processes (uWSGI instances only
 for siokit, nginx shown apart; the node process) over the load generator's hold window, divided
 by the messages received in that window (Engine.IO pings included, so an upper bound), and the
@@ -62,8 +62,8 @@ import psutil  # type: ignore[import-untyped]
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 sys.path.insert(0, str(ROOT))
-from siokit import slo  # noqa: E402
-from siokit.bench import read_server_count  # noqa: E402
+from siokit.lab import slo  # noqa: E402
+from siokit.lab.bench import read_server_count  # noqa: E402
 
 
 def tree_cpu_s(pids: list[int]) -> float:

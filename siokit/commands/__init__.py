@@ -22,7 +22,7 @@ commands_dict: dict[str, CommandInfo] = {
     "render": CommandInfo("siokit.commands.render", "render every managed file as Ansible would"),
     "local": CommandInfo("siokit.commands.local", "the loopback stack: Redis, uWSGI instances, nginx"),
     "load": CommandInfo("siokit.load.cli", "the load generator (siokit load --help)"),
-    "bench": CommandInfo("siokit.bench", "load + per-component measurements (siokit bench --help)"),
+    "bench": CommandInfo("siokit.lab.bench", "load + per-component measurements (siokit bench --help)"),
     "doctor": CommandInfo("siokit.commands.doctor", "check a live deployment against its plan and known pitfalls"),
 }
 

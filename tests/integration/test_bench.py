@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from siokit.bench import main as bench_main
+from siokit.lab.bench import main as bench_main
 
 from .conftest import free_base_port
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from siokit import bench, slo
+from siokit.lab import bench, slo
 from siokit.load.options import build_parser, make_plan
 from siokit.load.runner import build_report
 from siokit.load.stats import WorkerStats

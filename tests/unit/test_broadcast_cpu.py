@@ -1,11 +1,11 @@
-"""siokit/broadcast_cpu.py: a broadcast's CPU above the quiet rate, on a synthetic timeline."""
+"""siokit/lab/broadcast_cpu.py: a broadcast's CPU above the quiet rate, on a synthetic timeline."""
 
 from __future__ import annotations
 
-from siokit import broadcast_cpu
-from siokit.broadcast_cpu import Reading
+from siokit.lab import broadcast_cpu
+from siokit.lab.broadcast_cpu import Reading
+from siokit.lab.procstats import CLK_TCK
 from siokit.load.stats import WorkerStats
-from siokit.procstats import CLK_TCK
 
 
 def _timeline(burst: tuple[float, float], extra_user_s: float, extra_softirq_s: float) -> list[Reading]:

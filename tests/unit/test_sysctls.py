@@ -39,7 +39,7 @@ def test_actions_apply_skip_and_never_lower() -> None:
 
 def test_tune_host_follows_the_same_rule(tmp_path) -> None:
     """siokit bench's tune_host: sysctls.actions() decides, so a higher host limit is never lowered."""
-    from siokit.bench import tune_host
+    from siokit.lab.bench import tune_host
 
     def put(name: str, value: str) -> None:
         path = tmp_path / name.replace(".", "/")

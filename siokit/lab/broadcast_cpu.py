@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from siokit import procstats
+from siokit.lab import procstats
 
 # /proc/stat "cpu" columns, in order
 STAT_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from siokit import broadcast_cpu, planner, procstats, slo, sysctls
+from siokit import planner, sysctls
+from siokit.lab import broadcast_cpu, procstats, slo
 from siokit.lab.deployment import role_path
 from siokit.render import ROOT
 
@@ -158,7 +159,7 @@ def _cpu_sampler(stop: threading.Event, readings: list[broadcast_cpu.Reading], f
 
 
 def broadcast_costs(readings: list[broadcast_cpu.Reading], report: dict[str, Any]) -> dict[str, Any]:
-    """Each broadcast's CPU-seconds per component above the hold's quiet rate (siokit/broadcast_cpu.py)."""
+    """Each broadcast's CPU-seconds per component above the hold's quiet rate (siokit/lab/broadcast_cpu.py)."""
     start = float(report["started_at"]) + float(report["duration"]["ramp_s"])
     hold = (start, start + float(report["duration"]["hold_s"]))
     return broadcast_cpu.per_broadcast(readings, report["broadcast"]["per_broadcast"], hold)
