@@ -12,12 +12,15 @@ Systemd changes go to runtime drop-ins under /run/systemd/system, which a reboot
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from conftest import APP_TARGET, PATHS, REDIS_SERVICE, UWSGI_UNIT, planned_uwsgi_ports, read_plan, wait_until
@@ -32,6 +35,7 @@ RUNTIME_UNITS = "/run/systemd/system"
 DROPIN = "zz-siokit-doctor-test.conf"  # last in name order: it overrides the kit's own drop-ins
 NGINX_SITE = PATHS["nginx_site"]
 NGINX_BACKUP = "/root/siokit.conf.doctor-test"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +151,37 @@ def test_doctor_passes_on_the_healthy_cluster(public, fleet) -> None:
     assert failed == {}
 
 
+def test_doctor_playbook_reports_what_the_command_reports(public, cluster) -> None:
+    """`ansible-playbook doctor.yml` on the healthy cluster: it passes, and its report has the same
+    checks as `siokit doctor --url URL --inventory INV`, none failed (the measurements may move between
+    the two runs, and with them a pass into an info, e.g. the spread of a handful of sockets)."""
+    inventory = os.environ.get("SIOKIT_INFRA_INVENTORY") or cluster.kwargs.get("ansible_inventory")
+    if not inventory:
+        pytest.fail("doctor.yml needs the cluster's Ansible inventory: --ansible-inventory or SIOKIT_INFRA_INVENTORY")
+    bindir = os.path.dirname(sys.executable)
+    env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    args = ["--url", public.url, "--inventory", str(inventory)]
+    command = subprocess.run(
+        [sys.executable, "-m", "siokit.cli", "doctor", *args], capture_output=True, text=True, cwd=ROOT, env=env
+    )
+    playbook = subprocess.run(
+        [os.path.join(bindir, "ansible-playbook"), "-i", str(inventory), str(ROOT / "ansible" / "doctor.yml"),
+         "-e", f"siokit_doctor_url={public.url}"],
+        capture_output=True, text=True, cwd=ROOT, env=env,
+    )  # fmt: skip
+    assert command.returncode == 0, command.stdout + command.stderr
+    assert playbook.returncode == 0, playbook.stdout[-4000:] + playbook.stderr[-2000:]
+    checks = [name for _, name in verdicts(command.stdout)]
+    assert "upstream spread" in checks and "allowed origins" in checks, command.stdout
+    assert [name for _, name in verdicts(playbook.stdout)] == checks, playbook.stdout[-4000:]
+    assert "FAIL" not in {v for v, _ in verdicts(playbook.stdout)}, playbook.stdout[-4000:]
+
+
+def verdicts(report: str) -> list[tuple[str, str]]:
+    """(verdict, check) of each line of doctor's text report, also inside the playbook's debug output."""
+    return re.findall(r"(PASS|FAIL|INFO)  (\S(?:\S| (?! ))*)  ", report)
+
+
 @pytest.mark.destructive
 def test_stopped_instance_is_caught(fleet) -> None:
     name, host = fleet.hosts("app")[0]
@@ -224,6 +259,39 @@ def test_changed_cors_origin_is_caught(public, fleet) -> None:
         caught(cl.check_origins(public), f"Origin {public.origin}: HTTP 400", "app_cors_origins")
     wait_until(lambda: all_instances_up(fleet), timeout=90, interval=1)
     wait_until(lambda: passes(lambda: cl.check_origins(public)), timeout=30)
+
+
+@pytest.mark.destructive
+def test_wildcard_cors_origin_is_caught(public, fleet) -> None:
+    """Every instance allows any origin ('*'): a foreign page's requests are answered too."""
+    passes(lambda: cl.check_origins(public))
+    hosts = [h for _, h in fleet.hosts("app")]
+    template = UWSGI_UNIT.replace("{port}", "")
+    with dropin(hosts, template, [APP_TARGET], env={"SIOKIT_CORS_ORIGINS": "*"}):
+        wait_until(lambda: all_instances_up(fleet), timeout=90, interval=1)
+        caught(cl.check_origins(public), f"Origin {cl.FOREIGN_ORIGIN}: HTTP 200", "not '*'")
+    wait_until(lambda: all_instances_up(fleet), timeout=90, interval=1)
+    wait_until(lambda: passes(lambda: cl.check_origins(public)), timeout=30)
+
+
+@pytest.mark.destructive
+def test_non_sticky_upstream_is_caught(public, fleet) -> None:
+    """The upstream's hash removed: nginx round-robins, so a session's polls reach other instances."""
+    _, lb = fleet.hosts("lb")[0]
+    passes(lambda: cl.check_sticky_polling(public))
+    with nginx_site_edited(lb, r"/^\s*(ip_hash|hash \$remote_addr consistent);$/d"):
+        caught(cl.check_sticky_polling(public), "requests on one session failed", "sticky upstream")
+    wait_until(lambda: passes(lambda: cl.check_sticky_polling(public)), timeout=30)
+
+
+@pytest.mark.destructive
+def test_small_client_max_body_size_is_caught(public, fleet) -> None:
+    """client_max_body_size below the app's largest message: such a polling POST gets 413."""
+    _, lb = fleet.hosts("lb")[0]
+    passes(lambda: dc.check_nginx(public, fleet))
+    with nginx_site_edited(lb, r"s/^(\s*location \/socket\.io \{)$/\1\n        client_max_body_size 1k;/"):
+        caught(dc.check_nginx(public, fleet), "client_max_body_size 1024 B vs max message", "re-run site.yml")
+    wait_until(lambda: passes(lambda: dc.check_nginx(public, fleet)), timeout=30)
 
 
 def container_pid(name: str) -> str | None:
