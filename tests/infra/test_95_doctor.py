@@ -35,6 +35,7 @@ RUNTIME_UNITS = "/run/systemd/system"
 DROPIN = "zz-siokit-doctor-test.conf"  # last in name order: it overrides the kit's own drop-ins
 NGINX_SITE = PATHS["nginx_site"]
 NGINX_BACKUP = "/root/siokit.conf.doctor-test"
+METADATA_BACKUP = "/root/engineio-METADATA.doctor-test"
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -294,6 +295,27 @@ def test_small_client_max_body_size_is_caught(public, fleet) -> None:
     wait_until(lambda: passes(lambda: dc.check_nginx(public, fleet)), timeout=30)
 
 
+@pytest.mark.destructive
+def test_unpinned_engineio_is_caught(fleet) -> None:
+    """The app host's venv records python-engineio 4.2.0: below 4.2.1 and not the pinned version.
+
+    Doctor reads the versions a host has installed from the venv's package metadata, so the test
+    rewrites that record (a real downgrade would need the package index on the host); the running
+    instances are not touched, and the record is restored byte for byte."""
+    _, app = fleet.hosts("app")[0]
+    passes(lambda: dc.check_versions(fleet))
+    code = "import importlib.metadata as m; print(m.distribution('python-engineio')._path)"
+    dist = sh(app, f"{PATHS['app_venv']}/bin/python -c {shlex.quote(code)}").strip()
+    metadata = f"{dist}/METADATA"
+    sh(app, f"cp -p {metadata} {METADATA_BACKUP}")
+    try:
+        sh(app, f"sed -i -E 's/^Version: .*/Version: 4.2.0/' {metadata}")
+        caught(dc.check_versions(fleet), "python-engineio 4.2.0 < 4.2.1", "constraints.txt")
+    finally:
+        sh(app, f"cp -p {METADATA_BACKUP} {metadata} && rm -f {METADATA_BACKUP}")
+    passes(lambda: dc.check_versions(fleet))
+
+
 def container_pid(name: str) -> str | None:
     """The PID of the local Docker container `name` (None: not one), for entering its namespaces."""
     docker = os.environ.get("DOCKER") or shutil.which("docker")
@@ -359,6 +381,6 @@ def test_no_test_leftovers(fleet) -> None:
     """Nothing of the break tests is left on any host."""
     for group in ("lb", "app", "redis", "loadgen"):
         for name, host in fleet.groups.get(group, []):
-            ours = f"{RUNTIME_UNITS}/*.d/{DROPIN} /run/siokit-doctor-test-* {NGINX_BACKUP}"
+            ours = f"{RUNTIME_UNITS}/*.d/{DROPIN} /run/siokit-doctor-test-* {NGINX_BACKUP} {METADATA_BACKUP}"
             left = host.run(f"ls -d {ours} 2>/dev/null").stdout.strip()
             assert not left, f"{name}: {left}"
