@@ -9,6 +9,7 @@ and "{{ range(...) | list }}" yields a list, not its text.
 from __future__ import annotations
 
 import ast
+import json
 import socket
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -53,6 +54,7 @@ TEMPLATES: tuple[TemplateSpec, ...] = (
     TemplateSpec("systemd/modules-load.conf.j2", "modules-load.d/siokit.conf"),
     TemplateSpec("kit/siokit-src.pth.j2", "kit/siokit-src.pth"),
     TemplateSpec("kit/siokit.j2", "kit/bin/siokit"),
+    TemplateSpec("siokit/plan.json.j2", "siokit/plan.json"),
     TemplateSpec("prometheus/prometheus.yml.j2", "prometheus/prometheus.yml"),
     TemplateSpec("prometheus/prometheus.env.j2", "default/prometheus"),
     TemplateSpec("prometheus/node-exporter.env.j2", "default/prometheus-node-exporter"),
@@ -190,6 +192,11 @@ def build_vars(user_vars: Mapping[str, Any]) -> LazyVars:
     return LazyVars(merged)
 
 
+def to_nice_json(value: Any, indent: int = 4, sort_keys: bool = True) -> str:
+    """Ansible's `to_nice_json` filter (ansible.plugins.filter.core): the same json.dumps arguments."""
+    return json.dumps(value, indent=indent, sort_keys=sort_keys, separators=(",", ": "))
+
+
 def render_template(source: str, variables: Mapping[str, Any]) -> str:
     text = (TEMPLATES_DIR / source).read_text()
     options, body = _split_override(text)
@@ -200,6 +207,7 @@ def render_template(source: str, variables: Mapping[str, Any]) -> str:
         lstrip_blocks=options.get("lstrip_blocks", False),
         keep_trailing_newline=True,
     )
+    env.filters["to_nice_json"] = to_nice_json
     template = env.from_string(body)
     try:
         ctx = template.new_context(variables, shared=True)  # type: ignore[arg-type]  # lazy parent scope

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from siokit import planner
-from siokit.render import TEMPLATES, RenderError, render_all
+from siokit.render import ROOT, TEMPLATES, RenderError, render_all
 
 BASE: dict[str, Any] = {
     "siokit_redis_password": "pw",
@@ -37,7 +39,53 @@ def test_every_template_renders_from_defaults(tmp_path: Path) -> None:
     for name, text in out.items():
         assert text.endswith("\n"), name
         assert "{{" not in text and "{%" not in text, name
-        assert "Managed by siokit" in text, name
+        if not name.endswith(".json"):  # JSON has no comments: the plan document says what it is itself
+            assert "Managed by siokit" in text, name
+
+
+def test_the_plan_file_is_the_plan_document(tmp_path: Path) -> None:
+    """/etc/siokit/plan.json comes from templates/ like every other managed file: the plan, as JSON."""
+    document = json.loads(render(tmp_path)["siokit/plan.json"])
+    assert document["schema_version"] == planner.SCHEMA_VERSION
+    expected = planner.plan_from_mapping(BASE["siokit_plan_input"])
+    assert planner.Plan.from_dict(document) == planner.Plan.from_dict(expected)
+
+
+def role_tasks() -> list[tuple[Path, dict[str, Any]]]:
+    """Every task of every role, blocks included."""
+
+    def walk(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        out = []
+        for task in items or []:
+            out.append(task)
+            for key in ("block", "rescue", "always"):
+                out += walk(task.get(key) or [])
+        return out
+
+    files = sorted((ROOT / "ansible" / "roles").glob("*/tasks/*.yml"))
+    return [(f, t) for f in files for t in walk(yaml.safe_load(f.read_text()))]
+
+
+def test_roles_write_no_file_inline() -> None:
+    """Every file a role manages comes from templates/ (so siokit render and the byte-identity test
+    cover it); only the operator's own TLS certificate and key are written from a variable."""
+    tasks = role_tasks()
+    assert len(tasks) > 50, f"only {len(tasks)} role tasks found: the scan looks in the wrong place"
+    inline, tls = [], []
+    for path, task in tasks:
+        copy = task.get("ansible.builtin.copy") or task.get("copy") or {}
+        if not isinstance(copy, dict) or "content" not in copy:
+            continue
+        sources = {str(i.get("content")) for i in task.get("loop") or [] if isinstance(i, dict)}
+        if copy["content"] == "{{ item.content }}" and sources == {
+            "{{ nginx_tls_certificate_content }}",
+            "{{ nginx_tls_certificate_key_content }}",
+        }:
+            tls.append(path)
+        else:
+            inline.append(f"{path.relative_to(ROOT)}: {task.get('name')}")
+    assert not inline, "files written with copy: content: instead of a template:\n" + "\n".join(inline)
+    assert len(tls) == 1, tls  # the one exception is still what this test thinks it is
 
 
 def test_nginx_defaults(tmp_path: Path) -> None:
