@@ -265,16 +265,18 @@ def nginx_timeouts(conf: str, ping_interval: float, ping_timeout: float, max_mes
         f"proxy_read_timeout {read_timeout} s vs ping interval + timeout {needed:g} s; "
         f"client_max_body_size {body_max} B vs max message {max_message} B"
     )
-    problems = []
+    problems, fixes = [], []
     if read_timeout <= needed:
         problems.append("nginx closes idle websockets before Engine.IO's heartbeat does")
+        fixes.append("re-run site.yml: the nginx role derives proxy_read_timeout from the plan's ping settings")
     if body_max < max_message:
         problems.append("payloads above client_max_body_size get 413 (Flask-SocketIO #469)")
-    if problems:
-        return Check(
-            "nginx timeouts and sizes",
-            FAIL,
-            measured + ": " + "; ".join(problems),
-            "re-run site.yml: the nginx role derives both from the app's settings",
+        # The kit's site sets no client_max_body_size: nginx's 1m default holds the app's 100000 B.
+        fixes.append(
+            "the kit's nginx config keeps nginx's 1m default (re-run site.yml to restore it); an "
+            f"app_max_message_bytes above 1m needs client_max_body_size >= {max_message} in the lb's "
+            "/socket.io location"
         )
+    if problems:
+        return Check("nginx timeouts and sizes", FAIL, measured + ": " + "; ".join(problems), "; ".join(fixes))
     return Check("nginx timeouts and sizes", PASS, measured)

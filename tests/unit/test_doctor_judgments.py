@@ -82,7 +82,10 @@ def test_nginx_timeouts_and_body_size() -> None:
     assert hs.nginx_timeouts(conf, 120, 120, 100_000).status == PASS
     short = hs.nginx_timeouts(conf.replace("300s", "200s"), 120, 120, 100_000)
     assert short.status == FAIL and "proxy_read_timeout 200 s vs ping interval + timeout 240 s" in short.measured
-    assert hs.nginx_timeouts(conf, 25, 20, 2 * 1024**2).status == FAIL
+    assert "ping settings" in short.fix and "client_max_body_size" not in short.fix
+    big = hs.nginx_timeouts(conf, 25, 20, 2 * 1024**2)
+    assert big.status == FAIL and "client_max_body_size 1048576 B vs max message 2097152 B" in big.measured
+    assert "client_max_body_size >= 2097152" in big.fix and "proxy_read_timeout" not in big.fix
 
 
 def test_report_formats() -> None:
