@@ -1,8 +1,8 @@
 """`siokit doctor`: a live deployment checked against its plan and the field's known pitfalls.
 
-Each check answers one problem Flask-SocketIO operators keep hitting (shared/field.md), measures it on
-the running deployment, and says how to fix it. Client-side checks need only the public URL
-(client.py); host-side checks read the hosts of an inventory (hosts.py).
+Each check answers one problem Flask-SocketIO operators keep hitting (its fix names the upstream
+issue), measures it on the running deployment, and says how to fix it. Client-side checks need only
+the public URL (client.py); host-side checks read the hosts of an inventory (hosts.py).
 """
 
 from __future__ import annotations
