@@ -16,6 +16,7 @@ ASYNC_MODES = ("threading", "eventlet", "gevent", "gevent_uwsgi")
 WEBSOCKET_DRIVERS = ("event", "stock")
 MESSAGE_QUEUE_SCHEMES = ("redis", "rediss", "unix")
 PATCH_MISMATCH_POLICIES = ("refuse", "fallback")
+SWITCH_VALUES = {"on": True, "off": False, "true": True, "false": False, "1": True, "0": False}
 # Per-socket backlog bound of the websocket fan-out path (bytes). 1 MiB holds ~4,000 frames of a
 # 256-byte broadcast behind a client that stopped reading; at 160k sockets only slow consumers ever
 # fill it. The planner may size it from the host's memory; the floor keeps one large frame possible.
@@ -51,6 +52,11 @@ class Config:
     planned_sockets: int = 0
     # What a python-engineio/-socketio/uWSGI version the patches were not tested with does.
     patch_mismatch: str = "refuse"
+    # The Socket.IO Admin UI (python-socketio's instrument(), production mode): off unless asked for,
+    # and never without a password (app/admin_ui.py).
+    admin_ui: bool = False
+    admin_ui_user: str = "admin"
+    admin_ui_password: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -90,6 +96,14 @@ class Config:
             kwargs["max_backlog_bytes"] = value
         if (v := _get(env, "SIOKIT_PATCH_MISMATCH")) is not None:
             kwargs["patch_mismatch"] = _choice("SIOKIT_PATCH_MISMATCH", v, PATCH_MISMATCH_POLICIES)
+        if (v := _get(env, "SIOKIT_ADMIN_UI")) is not None:
+            kwargs["admin_ui"] = _switch("SIOKIT_ADMIN_UI", v)
+        if (v := _get(env, "SIOKIT_ADMIN_UI_USER")) is not None:
+            kwargs["admin_ui_user"] = v
+        if (v := _get(env, "SIOKIT_ADMIN_UI_PASSWORD")) is not None:
+            kwargs["admin_ui_password"] = v
+        if kwargs.get("admin_ui") and not kwargs.get("admin_ui_password"):
+            raise ConfigError("SIOKIT_ADMIN_UI is on but SIOKIT_ADMIN_UI_PASSWORD is empty: the UI needs a password")
         return cls(**kwargs)  # type: ignore[arg-type]
 
 
@@ -118,6 +132,13 @@ def _positive_int(name: str, raw: str) -> int:
         raise ConfigError(f"{name} must be a positive integer, got {raw!r}") from None
     if value <= 0:
         raise ConfigError(f"{name} must be a positive integer, got {raw!r}")
+    return value
+
+
+def _switch(name: str, raw: str) -> bool:
+    value = SWITCH_VALUES.get(raw.lower())
+    if value is None:
+        raise ConfigError(f"{name} must be on or off, got {raw!r}")
     return value
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from flask import Flask, request
 from flask_socketio import SocketIO
 
+from app import admin_ui
 from app.badinput import BadInputLogger
 from app.config import Config
 from app.events.admin import AdminNamespace
@@ -78,6 +79,10 @@ def create_app(
     socketio.on_namespace(ChatNamespace("/", state))
     socketio.on_namespace(AnonymousNamespace("/anonymous", state))
     socketio.on_namespace(AdminNamespace("/admin", state))
+    if config.admin_ui and config.admin_ui_password:
+        app.extensions["siokit_admin_ui"] = admin_ui.instrument(
+            socketio.server, config.admin_ui_user, config.admin_ui_password, metrics.refused
+        )
 
     @socketio.on_error_default
     def _on_error(exc: Exception) -> dict[str, Any]:

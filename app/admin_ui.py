@@ -1,0 +1,68 @@
+"""The Socket.IO Admin UI (https://socket.io/docs/v4/admin-ui/) through python-socketio's instrument().
+
+Opt-in (SIOKIT_ADMIN_UI=on) and in production mode only: the UI then gets aggregates (every 2 s per
+instance: clients, polling clients, sockets per namespace, packets and bytes). Development mode
+sends the UI every socket, room join and event, and wraps the manager's emit with a loop over every
+recipient: unusable at 10k+ sockets.
+
+What instrument() does here (python-socketio 5.18.1, socketio/admin.py):
+- a connect handler on ADMIN_UI_NAMESPACE ("/admin" is the app's own token namespace), checked by
+  `_Credentials`; read-only, because production mode registers none of the UI's write handlers;
+- wraps Engine.IO's connect/disconnect handlers and, class-wide, `Socket.handle_post_request` and
+  `Socket._websocket_handler` to count packets and bytes. It must run after
+  app/upstream/eio_socket.install() (app/wsgi.py does), so that it wraps the kit's handler. That
+  handler writes frames with `ws.send_frame`, which the wrapper does not see: websocket packets *out*
+  are not counted in the UI's charts (polling ones and everything *in* are);
+- each instance emits "server_stats" to the admin namespace through the client manager: with the
+  Redis manager, a UI connected to any instance sees every instance (serverId = manager.host_id);
+- server_stats takes len(eio.sockets) and scans them for polling clients every 2 s, O(sockets of
+  the instance), from the first Engine.IO connect on.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+ADMIN_UI_NAMESPACE = "/admin-ui"
+
+
+class _Credentials:
+    """instrument()'s `auth` callable: the UI's login form sends {"username": ..., "password": ...}.
+
+    A callable, not instrument()'s dict equality, so a client that adds keys is judged on these two
+    alone and the comparison takes constant time.
+    """
+
+    def __init__(self, user: str, password: str, refused: Any) -> None:
+        self._user = user.encode("utf-8")
+        self._password = password.encode("utf-8")
+        self._refused = refused
+
+    def __call__(self, auth: Any) -> bool:
+        user = auth.get("username") if isinstance(auth, dict) else None
+        password = auth.get("password") if isinstance(auth, dict) else None
+        if isinstance(user, str) and isinstance(password, str):
+            # Both compared, always: no early exit tells which one was wrong.
+            user_ok = hmac.compare_digest(user.encode("utf-8"), self._user)
+            password_ok = hmac.compare_digest(password.encode("utf-8"), self._password)
+            if user_ok and password_ok:
+                return True
+        self._refused.labels(namespace=ADMIN_UI_NAMESPACE).inc()
+        log.warning("refused %s connection: bad credentials", ADMIN_UI_NAMESPACE)
+        return False
+
+
+def instrument(server: Any, user: str, password: str, refused: Any) -> Any:
+    """Instrument a python-socketio Server for the Admin UI; returns the InstrumentedServer."""
+    if not password:
+        raise ValueError("the Admin UI needs a password")
+    return server.instrument(
+        auth=_Credentials(user, password, refused),
+        mode="production",
+        read_only=True,
+        namespace=ADMIN_UI_NAMESPACE,
+    )

@@ -1,0 +1,104 @@
+"""The Socket.IO Admin UI namespace: opt-in, production mode, refused without the credentials."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from app import create_app
+from app.admin_ui import ADMIN_UI_NAMESPACE
+from app.config import Config, ConfigError
+
+PASSWORD = "admin-ui-unit-password"
+
+
+@pytest.fixture
+def ui_app() -> Iterator[Flask]:
+    app = create_app(Config(instance_id="unit:ui", admin_ui=True, admin_ui_password=PASSWORD), async_mode="threading")
+    yield app
+    # instrument() patches engineio's Socket class for the whole process: undo it for later tests.
+    app.extensions["siokit_admin_ui"].uninstrument()
+
+
+def _wait_for(client: Any, name: str, timeout: float = 3.0) -> list[Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = [r["args"] for r in client.get_received(ADMIN_UI_NAMESPACE) if r["name"] == name]
+        if got:
+            return got
+        time.sleep(0.05)
+    raise AssertionError(f"no {name!r} event within {timeout}s")
+
+
+def test_off_by_default() -> None:
+    app = create_app(Config(instance_id="unit:off"), async_mode="threading")
+    assert "siokit_admin_ui" not in app.extensions
+    client = app.extensions["socketio"].test_client(
+        app, namespace=ADMIN_UI_NAMESPACE, auth={"username": "admin", "password": "x"}
+    )
+    assert not client.is_connected(ADMIN_UI_NAMESPACE)
+
+
+def test_login_gets_production_mode_read_only(ui_app: Flask) -> None:
+    client = ui_app.extensions["socketio"].test_client(
+        ui_app, namespace=ADMIN_UI_NAMESPACE, auth={"username": "admin", "password": PASSWORD}
+    )
+    assert client.is_connected(ADMIN_UI_NAMESPACE)
+    [[config]] = _wait_for(client, "config")
+    # Aggregates only: no ALL_EVENTS (development mode), no EMIT/JOIN/DISCONNECT (read-only).
+    assert config == {"supportedFeatures": ["AGGREGATED_EVENTS"]}
+    # Production mode never sends the per-socket list.
+    assert not [r for r in client.get_received(ADMIN_UI_NAMESPACE) if r["name"] == "all_sockets"]
+    client.disconnect(namespace=ADMIN_UI_NAMESPACE)
+
+
+@pytest.mark.parametrize(
+    "auth",
+    [
+        None,
+        {},
+        {"username": "admin"},
+        {"username": "admin", "password": "wrong"},
+        {"username": "root", "password": PASSWORD},
+        {"username": "admin", "password": 123},
+        PASSWORD,
+    ],
+)
+def test_refused_without_the_credentials(ui_app: Flask, auth: Any) -> None:
+    client = ui_app.extensions["socketio"].test_client(ui_app, namespace=ADMIN_UI_NAMESPACE, auth=auth)
+    assert not client.is_connected(ADMIN_UI_NAMESPACE)
+    metrics = ui_app.test_client().get("/metrics").text
+    assert f'siokit_connections_refused_total{{namespace="{ADMIN_UI_NAMESPACE}"}} 1.0' in metrics
+
+
+def test_the_app_admin_namespace_is_untouched(ui_app: Flask) -> None:
+    # "/admin" stays the app's token namespace: the UI's credentials do not open it.
+    client = ui_app.extensions["socketio"].test_client(
+        ui_app, namespace="/admin", auth={"username": "admin", "password": PASSWORD}
+    )
+    assert not client.is_connected("/admin")
+
+
+def test_config_from_env() -> None:
+    cfg = Config.from_env({"SIOKIT_ADMIN_UI": "on", "SIOKIT_ADMIN_UI_PASSWORD": "pw", "SIOKIT_ADMIN_UI_USER": "ops"})
+    assert (cfg.admin_ui, cfg.admin_ui_user, cfg.admin_ui_password) == (True, "ops", "pw")
+    assert "pw" not in repr(cfg)
+    assert Config.from_env({"SIOKIT_ADMIN_UI": "off"}).admin_ui is False
+    assert Config.from_env({}).admin_ui is False
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"SIOKIT_ADMIN_UI": "on"},
+        {"SIOKIT_ADMIN_UI": "on", "SIOKIT_ADMIN_UI_PASSWORD": ""},
+        {"SIOKIT_ADMIN_UI": "maybe"},
+    ],
+)
+def test_config_refuses(env: dict[str, str]) -> None:
+    with pytest.raises(ConfigError, match="SIOKIT_ADMIN_UI"):
+        Config.from_env(env)
