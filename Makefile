@@ -12,6 +12,8 @@ STATE := .siokit
 REPORTS := $(STATE)/test-reports
 JUNIT = --junitxml=$(REPORTS)/$@.xml
 VENDOR_JS := app/static/vendor/socket.io.min.js
+# The Socket.IO Admin UI's static files, served by nginx behind basic auth (never by the app).
+ADMIN_UI := build/admin-ui
 CONNECTIONS ?= 160000
 HOLD ?= 300
 BENCH_TARGET ?= cluster
@@ -60,7 +62,15 @@ $(VENDOR_JS): package.json package-lock.json | $(STATE)/deps.stamp
 	mkdir -p $(dir $@)
 	cp node_modules/socket.io-client/dist/socket.io.min.js $@
 
-static: $(VENDOR_JS)
+# The Socket.IO Admin UI (@socket.io/admin-ui's ui/dist, pinned in package.json), for the nginx role.
+$(ADMIN_UI)/index.html: package.json package-lock.json | $(STATE)/deps.stamp
+	test -f node_modules/@socket.io/admin-ui/ui/dist/index.html -a node_modules/.package-lock.json -nt package-lock.json \
+		|| npm ci --no-audit --no-fund --silent
+	rm -rf $(ADMIN_UI)
+	mkdir -p $(dir $(ADMIN_UI))
+	cp -r node_modules/@socket.io/admin-ui/ui/dist $(ADMIN_UI)
+
+static: $(VENDOR_JS) $(ADMIN_UI)/index.html
 
 # ruff format --check: a formatting slip fails here, not in a later revert commit.
 lint: venv
@@ -166,4 +176,4 @@ vagrant-down:
 	$(VAGRANT_ENV) bash scripts/vagrant.sh down
 
 clean:
-	rm -rf $(STATE) node_modules app/static/vendor
+	rm -rf $(STATE) node_modules app/static/vendor $(ADMIN_UI)
