@@ -20,7 +20,7 @@ import yaml
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from jinja2.nativetypes import NativeEnvironment, native_concat
 
-from siokit import planner
+from siokit import htpasswd, planner
 from siokit.facts import local_facts
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,6 +40,7 @@ class TemplateSpec:
 TEMPLATES: tuple[TemplateSpec, ...] = (
     TemplateSpec("nginx/nginx.conf.j2", "nginx/nginx.conf"),
     TemplateSpec("nginx/siokit.conf.j2", "nginx/siokit.conf"),
+    TemplateSpec("nginx/admin-ui.htpasswd.j2", "nginx/siokit-admin-ui.htpasswd"),
     TemplateSpec("systemd/nginx-limits.conf.j2", "systemd/nginx.service.d/siokit-limits.conf"),
     TemplateSpec("systemd/nginx-hardening.conf.j2", "systemd/nginx.service.d/siokit-hardening.conf"),
     TemplateSpec("systemd/siokit-uwsgi@.service.j2", "systemd/siokit-uwsgi@.service"),
@@ -208,6 +209,8 @@ def render_template(source: str, variables: Mapping[str, Any]) -> str:
         keep_trailing_newline=True,
     )
     env.filters["to_nice_json"] = to_nice_json
+    # The kit's filter plugin filters that templates use (ansible/filter_plugins/siokit.py).
+    env.filters["siokit_htpasswd_ssha"] = htpasswd.ssha
     template = env.from_string(body)
     try:
         ctx = template.new_context(variables, shared=True)  # type: ignore[arg-type]  # lazy parent scope

@@ -8,6 +8,7 @@ the renderer, the tests and the playbooks.
     siokit_upstreams        (hostvars, app hosts, plan) -> host:port of every uWSGI instance
     siokit_scrape_jobs      (hostvars, groups, plan, exporter ports) -> Prometheus scrape_configs
     siokit_python_dependencies  path of pyproject.toml -> its dependencies (+ extras), for pip
+    siokit_htpasswd_ssha    (password, salt) -> nginx's {SSHA} password hash (siokit/htpasswd.py)
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ if str(_ROOT) not in sys.path:
 
 from ansible.errors import AnsibleFilterError  # noqa: E402
 
-from siokit import dependencies, facts, planner, scrape, sysctls  # noqa: E402
+from siokit import dependencies, facts, htpasswd, planner, scrape, sysctls  # noqa: E402
 
 
 def siokit_plan(spec: dict[str, Any]) -> dict[str, Any]:
@@ -123,4 +124,6 @@ class FilterModule:
             "siokit_upstreams": siokit_upstreams,
             "siokit_scrape_jobs": siokit_scrape_jobs,
             "siokit_python_dependencies": siokit_python_dependencies,
+            # Also registered by siokit/render.py: templates/nginx/admin-ui.htpasswd.j2 uses it.
+            "siokit_htpasswd_ssha": htpasswd.ssha,
         }

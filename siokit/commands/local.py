@@ -13,6 +13,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--balance", default="ip_hash", choices=["ip_hash", "hash_remote_addr", "least_conn"])
     p.add_argument("--state-dir", default=".siokit/local")
     p.add_argument("--sockets", type=int, default=2000, help="target sockets to size for")
+    p.add_argument("--admin-ui", action="store_true", help="serve the Socket.IO Admin UI at /admin-ui/")
     return p
 
 

@@ -61,6 +61,10 @@ class LocalStack:
     app_ports: list[int] = field(default_factory=list)
     redis_password: str = ""
     admin_secret: str = ""
+    # The Socket.IO Admin UI at /admin-ui/ (nginx basic auth, the app's /admin-ui namespace), user "admin".
+    admin_ui: bool = False
+    admin_ui_password: str = ""
+    admin_ui_salt: str = ""
     pids: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -117,6 +121,12 @@ class LocalStack:
             "siokit_plan": self.planned.to_dict(),
             "siokit_redis_password": self.redis_password,
             "siokit_admin_secret": self.admin_secret,
+            "siokit_admin_ui_enabled": self.admin_ui,
+            "siokit_admin_ui_password": self.admin_ui_password,
+            "siokit_admin_ui_salt": self.admin_ui_salt,
+            # Served from the checkout (`make static` builds it), the password file from the rendered dir.
+            "nginx_admin_ui_root": str(ROOT / "build" / "admin-ui"),
+            "nginx_admin_ui_htpasswd": str(self.rendered / "nginx" / "siokit-admin-ui.htpasswd"),
             "siokit_redis_host": "127.0.0.1",
             "siokit_redis_port": self.redis_port,
             "nginx_user": "",
@@ -231,6 +241,12 @@ def up(stack: LocalStack) -> LocalStack:
     (s / "nginx-tmp").chmod(0o1777)  # workers run as nobody when started by root
     stack.redis_password = stack.redis_password or secrets.token_urlsafe(24)
     stack.admin_secret = stack.admin_secret or secrets.token_urlsafe(24)
+    if stack.admin_ui:
+        if not (ROOT / "build" / "admin-ui" / "index.html").exists():
+            raise RuntimeError("build/admin-ui is missing (make static builds the Admin UI)")
+        # Letters and digits, like the plan role's generated passwords.
+        stack.admin_ui_password = stack.admin_ui_password or secrets.token_hex(16)
+        stack.admin_ui_salt = stack.admin_ui_salt or secrets.token_hex(8)
     stack.redis_port = _free_port(stack.port + 9)
     base = _free_port(stack.port + 10)
     stack.app_ports = []
@@ -347,7 +363,7 @@ def main(args: argparse.Namespace) -> int:
         return 2
     down(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
-    stack = LocalStack(state_dir=state_dir, port=args.port, balance=args.balance, plan=plan)
+    stack = LocalStack(state_dir=state_dir, port=args.port, balance=args.balance, plan=plan, admin_ui=args.admin_ui)
     try:
         up(stack)
     except Exception as exc:
@@ -358,4 +374,9 @@ def main(args: argparse.Namespace) -> int:
         f"loopback stack up: {stack.url}/ (nginx, {len(stack.app_ports)} uWSGI instances on "
         f"{stack.app_ports}, Redis on {stack.redis_port}); state and logs in {state_dir}"
     )
+    if stack.admin_ui:
+        print(
+            f"Socket.IO Admin UI: {stack.url}/admin-ui/ (user admin, password: admin_ui_password in "
+            f"{stack.state_file}; in the UI's advanced options, namespace /admin-ui)"
+        )
     return 0

@@ -38,6 +38,8 @@ BASE = {
     "siokit_redis_password": 's3cret@Redis:pw/"x',
     "siokit_admin_secret": "admin-s3cret",
     "siokit_redis_exporter_password": 'exp0rter"pw\\',
+    "siokit_admin_ui_password": "admin-ui-pw",
+    "siokit_admin_ui_salt": "admin-ui-salt",
     "siokit_redis_host": "10.0.0.13",
     "siokit_host_address": "10.0.0.11",
     # inventory_hostname differs between the two sides (Ansible: localhost; siokit: this machine)
@@ -84,6 +86,7 @@ CASES = {
         ],
         "nginx_status_listen": "10.0.0.10:8081",
         "monitoring_retention": "30d",
+        "siokit_admin_ui_enabled": True,
     },
     "hash_one_bind_no_status": {
         "siokit_in_container": False,

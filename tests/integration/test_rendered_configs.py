@@ -73,8 +73,9 @@ def self_signed(tmp: Path) -> tuple[Path, Path]:
         {"nginx_balance": "hash_remote_addr", "nginx_proxy_bind_addresses": ["127.0.0.1", "127.0.0.2"]},
         {"nginx_balance": "least_conn", "nginx_proxy_bind_addresses": ["127.0.0.1"], "nginx_status_listen": ""},
         {"nginx_tls_enabled": True},
+        {"siokit_admin_ui_enabled": True, "siokit_admin_ui_password": "pw", "siokit_admin_ui_salt": "salt"},
     ],
-    ids=["ip_hash", "hash+split_clients", "least_conn+bind", "tls"],
+    ids=["ip_hash", "hash+split_clients", "least_conn+bind", "tls", "admin_ui"],
 )
 def test_nginx_accepts_rendered_config(tmp_path: Path, extra: dict[str, Any]) -> None:
     if extra.get("nginx_tls_enabled"):
