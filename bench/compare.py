@@ -20,7 +20,8 @@ clients held. Ratios are against node, the reference implementation, when it ran
 
 Capacity at a latency SLO, siokit's loopback stack and Node side by side from one run:
 
-    .venv/bin/python bench/compare.py --slo-p95-ms 500 --step 1000 --max 10000 --targets siokit,node
+    .venv/bin/python bench/compare.py --slo-p95-ms 500 --step 1000 --max 10000 --targets siokit,node \\
+        [--out slo.json] [--html slo.html]
 
   siokit    the loopback stack (siokit.lab.local: nginx, 2 uWSGI instances, Redis) on its own port
 Each target gets steps of --step clients (a fresh `siokit load` run per step, --slo-hold seconds,
@@ -64,6 +65,7 @@ PY = sys.executable
 sys.path.insert(0, str(ROOT))
 from siokit.lab import slo  # noqa: E402
 from siokit.lab.bench import read_server_count  # noqa: E402
+from siokit.load.report import write_slo_html  # noqa: E402
 
 
 def tree_cpu_s(pids: list[int]) -> float:
@@ -430,6 +432,7 @@ def main(argv: list[str] | None = None) -> int:
         help=argparse.SUPPRESS,  # generated per run; $SIOKIT_ADMIN_TOKEN for an already running --url stack
     )
     ap.add_argument("--out", default=None, help="write the results as JSON here")
+    ap.add_argument("--html", default=None, help="--slo-p95-ms: also write the capacity-at-SLO chart (HTML) here")
     ap.add_argument("--slo-p95-ms", type=float, default=None, help="capacity-at-SLO mode (targets siokit,node)")
     ap.add_argument("--step", type=int, default=5000)
     ap.add_argument("--max", type=int, default=20000)
@@ -445,7 +448,11 @@ def main(argv: list[str] | None = None) -> int:
         print_slo(results)
         if args.out:
             Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+        if args.html:
+            write_slo_html(results, args.html)
         return 0
+    if args.html:
+        ap.error("--html goes with --slo-p95-ms (the load runs write their own HTML reports)")
     if args.ramp_timeout < 0:
         ap.error("--ramp-timeout must be >= 0")
     results: dict[str, dict[str, Any]] = {}

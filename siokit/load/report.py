@@ -1,4 +1,4 @@
-"""JSON report and a self-contained HTML report (inline SVG, no scripts, no CDN)."""
+"""JSON report and a self-contained HTML report (Plotly charts, the JS inlined: opens offline, no CDN)."""
 
 from __future__ import annotations
 
@@ -46,76 +46,146 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-PAD_L, PAD_R, PAD_T, PAD_B = 60, 16, 28, 36
+# Plotly (a maintained charting library, pinned in constraints.txt) draws the charts; its JS is
+# inlined once per report, so the file opens offline: no CDN, no second file.
+_AXIS = {"showgrid": True, "gridcolor": "#e5e5e5", "zeroline": False, "showline": True, "linecolor": "#444"}
 
 
-def _frame(title: str, width: int, height: int) -> tuple[list[str], float, float]:
-    """Opening of a chart: the svg element, its title and the x axis; returns (parts, plot w, plot h)."""
-    w, h = width - PAD_L - PAD_R, height - PAD_T - PAD_B
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">',
-        f"<title>{_esc(title)}</title>",
-        f'<text x="{width / 2}" y="18" text-anchor="middle" font-size="14">{_esc(title)}</text>',
-        f'<line x1="{PAD_L}" y1="{PAD_T + h}" x2="{PAD_L + w}" y2="{PAD_T + h}" stroke="#333"/>',
-    ]
-    return parts, w, h
+def _figure(title: str, xtitle: str, ytitle: str, **layout: Any) -> Any:
+    import plotly.graph_objects as go
 
-
-def svg_line(
-    points: list[tuple[float, float]], title: str, xlabel: str, ylabel: str, width: int = 720, height: int = 260
-) -> str:
-    """A polyline chart of (x, y) points with axes and min/max labels."""
-    pad_l, pad_t = PAD_L, PAD_T
-    parts, w, h = _frame(title, width, height)
-    parts.append(f'<line x1="{pad_l}" y1="{pad_t}" x2="{pad_l}" y2="{pad_t + h}" stroke="#333"/>')
-    if points:
-        xmax = max(p[0] for p in points) or 1.0
-        ymax = max(p[1] for p in points) or 1.0
-        coords = " ".join(f"{pad_l + w * x / xmax:.1f},{pad_t + h - h * y / ymax:.1f}" for x, y in points)
-        parts.append(f'<polyline fill="none" stroke="#1f77b4" stroke-width="2" points="{coords}"/>')
-        parts.append(f'<text x="{pad_l - 4}" y="{pad_t + 4}" text-anchor="end" font-size="11">{_fmt(ymax)}</text>')
-        parts.append(f'<text x="{pad_l + w}" y="{pad_t + h + 14}" text-anchor="end" font-size="11">{_fmt(xmax)}</text>')
-    parts.append(f'<text x="{pad_l - 4}" y="{pad_t + h}" text-anchor="end" font-size="11">0</text>')
-    parts.append(
-        f'<text x="{pad_l + w / 2}" y="{height - 6}" text-anchor="middle" font-size="12">{_esc(xlabel)}</text>'
+    fig = go.Figure()
+    fig.update_layout(
+        title={"text": title},
+        xaxis={**_AXIS, "title": {"text": xtitle}},
+        yaxis={**_AXIS, "title": {"text": ytitle}},
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1.0},
+        template="plotly_white",
+        height=360,
+        margin={"l": 70, "r": 70, "t": 70, "b": 60},
+        **layout,
     )
-    parts.append(
-        f'<text x="14" y="{pad_t + h / 2}" font-size="12" transform="rotate(-90 14 {pad_t + h / 2})" '
-        f'text-anchor="middle">{_esc(ylabel)}</text>'
+    return fig
+
+
+def connections_figure(timeline: list[dict[str, Any]]) -> Any:
+    """Clients held (left axis) and cumulative handshake failures (right axis) over the run."""
+    import plotly.graph_objects as go
+
+    t = [float(s["t"]) for s in timeline]
+    fig = _figure(
+        "Connections held and handshake failures",
+        "time since start (s)",
+        "clients held",
+        yaxis2={**_AXIS, "title": {"text": "handshake failures (cumulative)"}, "overlaying": "y", "side": "right"},
     )
-    parts.append("</svg>")
-    return "".join(parts)
+    fig.add_trace(go.Scatter(x=t, y=[s["connected"] for s in timeline], name="clients held", mode="lines"))
+    fig.add_trace(
+        go.Scatter(
+            x=t,
+            y=[s["failures"] for s in timeline],
+            name="handshake failures",
+            mode="lines",
+            yaxis="y2",
+            line={"dash": "dot"},
+        )
+    )
+    # The phases (ramp, hold) as shaded bands: where each one starts and ends in the timeline.
+    bands: list[tuple[str, float, float]] = []
+    for sample, x in zip(timeline, t, strict=True):
+        phase = str(sample.get("phase", ""))
+        if bands and bands[-1][0] == phase:
+            bands[-1] = (phase, bands[-1][1], x)
+        else:
+            bands.append((phase, x, x))
+    for phase, x0, x1 in bands:
+        if phase == "hold" and x1 > x0:
+            fig.add_vrect(x0=x0, x1=x1, fillcolor="#2ca02c", opacity=0.07, line_width=0, annotation_text="hold")
+    return fig
 
 
-def svg_histogram(hist: Histogram, title: str, width: int = 720, height: int = 240) -> str:
-    """Bars per non-empty 1% bucket (labelled by their upper edge in ms), first/last labelled."""
-    pad_l, pad_t = PAD_L, PAD_T
-    parts, w, h = _frame(title, width, height)
-    bars = hist.bars()
-    if bars:
-        top = max(c for _, c in bars)
-        bw = w / len(bars)
-        for i, (edge, c) in enumerate(bars):
-            bh = h * c / top
-            x = pad_l + i * bw
-            parts.append(
-                f'<rect x="{x:.1f}" y="{pad_t + h - bh:.1f}" width="{max(bw - 0.5, 0.5):.1f}" '
-                f'height="{bh:.1f}" fill="#ff7f0e"><title>&lt;={edge * 1000:.3f} ms: {c}</title></rect>'
+LATENCIES = (("connect", "connect"), ("echo", "echo round trip"), ("broadcast_fanout", "broadcast fan-out"))
+
+
+def latency_figure(hists: dict[str, Histogram]) -> Any:
+    """The latency distributions as cumulative curves: share of samples at or below each latency."""
+    import plotly.graph_objects as go
+
+    fig = _figure("Latency distribution", "latency (ms, log scale)", "samples at or below (%)")
+    fig.update_xaxes(type="log")
+    fig.update_yaxes(range=[0, 100.5])
+    for key, label in LATENCIES:
+        hist = hists.get(key, Histogram())
+        bars = hist.bars()
+        if not bars:
+            continue
+        running, xs, ys = 0, [], []
+        for edge, count in bars:
+            running += count
+            xs.append(edge * 1000)
+            ys.append(100.0 * running / hist.count)
+        fig.add_trace(go.Scatter(x=xs, y=ys, name=f"{label} ({hist.count:,} samples)", mode="lines", line_shape="hv"))
+    if not fig.data:
+        fig.add_annotation(text="no samples", showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)
+    return fig
+
+
+def broadcast_figure(per_broadcast: list[dict[str, Any]], held: int) -> Any:
+    """Clients that received each broadcast, against the clients held at the end."""
+    import plotly.graph_objects as go
+
+    fig = _figure("Broadcast deliveries", "broadcast (sequence number)", "clients that received it")
+    fig.add_trace(go.Bar(x=[b["seq"] for b in per_broadcast], y=[b["clients"] for b in per_broadcast], name="received"))
+    if held:
+        fig.add_hline(y=held, line_dash="dash", line_color="#d62728", annotation_text=f"held at end: {held:,}")
+    return fig
+
+
+def slo_figure(slo: dict[str, Any]) -> Any:
+    """Capacity at the SLO: fan-out p95 (and p50, p99) against clients, per target, with the limit.
+
+    `slo`: target -> siokit.slo.search()'s result (bench/compare.py --slo-p95-ms).
+    """
+    import plotly.graph_objects as go
+
+    limits = {float(r["slo_p95_ms"]) for r in slo.values()}
+    fig = _figure("Capacity at the latency SLO", "clients", "broadcast fan-out (ms)")
+    palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b"]
+    for i, (target, result) in enumerate(sorted(slo.items())):
+        color = palette[i % len(palette)]
+        steps = result["steps"]
+        x = [r["clients"] for r in steps]
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=[r["fanout_p95_ms"] for r in steps],
+                name=f"{target} p95 (capacity {result['capacity']:,})",
+                mode="lines+markers",
+                line={"color": color},
+                marker={"symbol": ["circle" if r["ok"] else "x" for r in steps], "size": 9},
+                text=[r["why_not"] or "meets the SLO" for r in steps],
+                hovertemplate="%{x:,} clients: p95 %{y:.1f} ms<br>%{text}<extra></extra>",
             )
-        parts.append(f'<text x="{pad_l}" y="{pad_t + h + 14}" font-size="11">{bars[0][0] * 1000:.2f} ms</text>')
-        parts.append(
-            f'<text x="{pad_l + w}" y="{pad_t + h + 14}" text-anchor="end" font-size="11">'
-            f"{bars[-1][0] * 1000:.1f} ms</text>"
         )
-        parts.append(f'<text x="{pad_l - 4}" y="{pad_t + 4}" text-anchor="end" font-size="11">{top:,}</text>')
-        parts.append(
-            f'<text x="{pad_l + w / 2}" y="{height - 6}" text-anchor="middle" font-size="12">'
-            f"latency (non-empty buckets in order), {hist.count:,} samples</text>"
-        )
-    else:
-        parts.append(f'<text x="{width / 2}" y="{pad_t + h / 2}" text-anchor="middle" font-size="12">no samples</text>')
-    parts.append("</svg>")
-    return "".join(parts)
+        for q, dash in (("fanout_p50_ms", "dot"), ("fanout_p99_ms", "dash")):
+            fig.add_trace(
+                go.Scatter(
+                    x=x,
+                    y=[r[q] for r in steps],
+                    name=f"{target} {q.split('_')[1]}",
+                    mode="lines",
+                    line={"color": color, "dash": dash, "width": 1},
+                )
+            )
+        if result["capacity"]:
+            fig.add_vline(x=result["capacity"], line_color=color, line_dash="dot", opacity=0.6)
+    for limit in sorted(limits):
+        fig.add_hline(y=limit, line_color="#d62728", annotation_text=f"SLO: p95 <= {limit:g} ms")
+    return fig
+
+
+def _div(fig: Any, first: bool) -> str:
+    return str(fig.to_html(full_html=False, include_plotlyjs=first, config={"displaylogo": False}))
 
 
 def _table(rows: list[tuple[str, Any]]) -> str:
@@ -123,11 +193,24 @@ def _table(rows: list[tuple[str, Any]]) -> str:
     return f"<table>{body}</table>"
 
 
+STYLE = """
+body { font-family: sans-serif; margin: 2em; color: #222; max-width: 1100px; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
+th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
+th { background: #f4f4f4; text-align: left; }
+.ok { color: #080; } .bad { color: #b00; }
+"""
+
+
+def write_slo_html(slo: dict[str, Any], path: str) -> None:
+    _ensure_dir(path)
+    with open(path, "w") as fh:
+        fh.write(render_slo_html(slo))
+
+
 def render_html(r: dict[str, Any]) -> str:
+    """The report as one HTML file: tables and Plotly charts, the library's JS inlined once."""
     cfg, con, lat = r["config"], r["connections"], r["latency_ms"]
-    timeline = r.get("timeline", [])
-    conn_pts = [(float(s["t"]), float(s["connected"])) for s in timeline]
-    fail_pts = [(float(s["t"]), float(s["failures"])) for s in timeline]
     hists = {k: Histogram.from_dict(v) for k, v in r.get("histograms", {}).items()}
     lat_rows = "".join(
         f"<tr><th>{_esc(name)}</th>"
@@ -140,18 +223,17 @@ def render_html(r: dict[str, Any]) -> str:
         or "<tr><td>none</td></tr>"
     )
     per_b = r["broadcast"]["per_broadcast"]
-    bcast_rows = "".join(f"<tr><td>{b['seq']}</td><td>{_fmt(b['clients'])}</td></tr>" for b in per_b[:200])
+    figures = [
+        connections_figure(r.get("timeline", [])),
+        latency_figure(hists),
+        broadcast_figure(per_b, con["held_at_end"]),
+    ]
+    divs = [_div(fig, i == 0) for i, fig in enumerate(figures)]
     errors = "".join(f"<pre>{_esc(k)}: {_esc(v)}</pre>" for k, v in r.get("errors", {}).items())
     status = "OK" if r.get("ok") else "NOT OK"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>siokit load report</title>
-<style>
-body {{ font-family: sans-serif; margin: 2em; color: #222; }}
-table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; }}
-th, td {{ border: 1px solid #ccc; padding: 3px 8px; text-align: right; }}
-th {{ background: #f4f4f4; text-align: left; }}
-.ok {{ color: #080; }} .bad {{ color: #b00; }}
-</style></head><body>
+<style>{STYLE}</style></head><body>
 <h1>siokit load report <span class="{"ok" if r.get("ok") else "bad"}">{status}</span></h1>
 <h2>Run</h2>
 {
@@ -178,18 +260,59 @@ th {{ background: #f4f4f4; text-align: left; }}
         )
     }
 <h2>Connections held over time</h2>
-{svg_line(conn_pts, "connections held", "seconds since start", "clients")}
-{svg_line(fail_pts, "handshake failures (cumulative)", "seconds since start", "failures")}
+{divs[0]}
 <h2>Latency (ms)</h2>
 <table><tr><th></th><th>count</th><th>p50</th><th>p90</th><th>p99</th><th>max</th></tr>{lat_rows}</table>
-{svg_histogram(hists.get("connect", Histogram()), "connect latency")}
-{svg_histogram(hists.get("echo", Histogram()), "echo round-trip latency")}
-{svg_histogram(hists.get("broadcast_fanout", Histogram()), "broadcast fan-out latency")}
+{divs[1]}
 <h2>Handshake failures by reason</h2>
 <table>{fail_rows}</table>
 <h2>Broadcasts</h2>
 <p>sent {_fmt(r["broadcast"]["sent"])}, deliveries {_fmt(r["broadcast"]["received_total"])}</p>
-<table><tr><th>seq</th><th>clients that received it</th></tr>{bcast_rows}</table>
+{divs[2]}
 {errors}
 </body></html>
 """
+
+
+def render_slo_html(slo: dict[str, Any]) -> str:
+    """Capacity at a latency SLO as one HTML file: the curve per target and each target's steps.
+
+    `slo`: target -> siokit.slo.search()'s result, as bench/compare.py --slo-p95-ms writes them.
+    """
+    tables = "".join(_slo_table(target, result) for target, result in sorted(slo.items()))
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>siokit capacity at a latency SLO</title>
+<style>{STYLE}</style></head><body>
+<h1>Capacity at the latency SLO</h1>
+<p>Each step is a fresh <code>siokit load</code> run of that many clients; a step meets the SLO when every
+client was held, no handshake failed, enough broadcasts reached every client and the pooled p95
+broadcast fan-out is within the limit (siokit/slo.py). Crosses mark the step that missed it.</p>
+{_div(slo_figure(slo), True)}
+{tables}
+</body></html>
+"""
+
+
+def _slo_table(target: str, result: dict[str, Any]) -> str:
+    cols = (
+        "clients",
+        "held",
+        "complete_broadcasts",
+        "fanout_p50_ms",
+        "fanout_p95_ms",
+        "fanout_p99_ms",
+        "ok",
+        "why_not",
+    )
+    head = "".join(f"<th>{_esc(c)}</th>" for c in cols)
+    rows = "".join(
+        "<tr>"
+        + "".join(f"<td>{_esc(('yes' if row[c] else 'no') if c == 'ok' else _fmt(row.get(c)))}</td>" for c in cols)
+        + "</tr>"
+        for row in result["steps"]
+    )
+    more = " (every step met it: the limit is --max)" if result.get("limited_by_max") else ""
+    return (
+        f"<h3>{_esc(target)}: {_fmt(result['capacity'])} clients at p95 fan-out &lt;= "
+        f"{_esc(_fmt(result['slo_p95_ms']))} ms{_esc(more)}</h3><table><tr>{head}</tr>{rows}</table>"
+    )

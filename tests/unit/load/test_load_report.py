@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from siokit.load.options import build_parser, make_plan
-from siokit.load.report import render_html, write_html, write_json
+from siokit.load.report import (
+    connections_figure,
+    latency_figure,
+    render_html,
+    slo_figure,
+    write_html,
+    write_json,
+    write_slo_html,
+)
 from siokit.load.runner import build_report
-from siokit.load.stats import WorkerStats
+from siokit.load.stats import Histogram, WorkerStats
 
 
 def synthetic_report() -> dict:
@@ -55,14 +64,65 @@ def test_report_fields() -> None:
     json.dumps(r)
 
 
+def slo_result(capacity_steps: int = 2) -> dict:
+    steps = []
+    for i, p95 in enumerate((120.0, 300.0, 800.0), start=1):
+        ok = i <= capacity_steps
+        steps.append(
+            {
+                "clients": 1000 * i,
+                "held": 1000 * i,
+                "broadcasts": 5,
+                "complete_broadcasts": 5,
+                "fanout_p50_ms": p95 / 3,
+                "fanout_p95_ms": p95,
+                "fanout_p99_ms": p95 * 1.5,
+                "fanout_max_ms": p95 * 2,
+                "failures": 0,
+                "ok": ok,
+                "why_not": None if ok else f"fan-out p95 {p95} ms > 500 ms",
+            }
+        )
+    return {"slo_p95_ms": 500.0, "step": 1000, "max": 3000, "capacity": 2000, "limited_by_max": False, "steps": steps}
+
+
 def test_write_files(tmp_path: Path) -> None:
     r = synthetic_report()
     write_json(r, str(tmp_path / "sub" / "r.json"))
     assert json.loads((tmp_path / "sub" / "r.json").read_text())["connections"]["target"] == 10
     write_html(r, str(tmp_path / "r.html"))
     html = (tmp_path / "r.html").read_text()
-    assert html.count("<svg") == 5
-    assert "<script" not in html and "src=" not in html
+    # Three charts, plotly.js inlined exactly once and never fetched: the file opens offline.
+    assert html.count("Plotly.newPlot(") == 3
+    assert html.count("plotly.js v") == 1
+    assert re.search(r"<script[^>]*\bsrc=", html) is None
+    for label in ("time since start (s)", "latency (ms, log scale)", "clients that received it"):
+        assert label in html
+
+
+def test_connections_figure_has_the_timeline() -> None:
+    r = synthetic_report()
+    fig = connections_figure(r["timeline"])
+    held, failures = fig.data
+    assert list(held.x) == [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert list(held.y) == [3, 6, 9, 10, 10]
+    assert failures.yaxis == "y2" and list(failures.y) == [0] * 5
+    assert fig.layout.yaxis.title.text == "clients held"
+    assert fig.layout.yaxis2.title.text == "handshake failures (cumulative)"
+
+
+def test_latency_figure_is_cumulative_per_histogram() -> None:
+    hists = {k: Histogram.from_dict(v) for k, v in synthetic_report()["histograms"].items()}
+    fig = latency_figure(hists)
+    names = [t.name for t in fig.data]
+    assert names == ["connect (10 samples)", "echo round trip (10 samples)", "broadcast fan-out (10 samples)"]
+    for trace in fig.data:
+        ys = list(trace.y)
+        assert ys == sorted(ys) and ys[-1] == 100.0
+    # The connect samples were 10..100 ms: the curve spans them (1% buckets).
+    connect = fig.data[0]
+    assert 9.9 <= connect.x[0] <= 10.2 and 99 <= connect.x[-1] <= 101.5
+    assert fig.layout.xaxis.type == "log"
 
 
 def test_html_escapes_and_handles_empty() -> None:
@@ -73,6 +133,23 @@ def test_html_escapes_and_handles_empty() -> None:
     html = render_html(r)
     assert "<b>x</b>" not in html and "&lt;b&gt;" in html
     assert "no samples" in html
+
+
+def test_slo_report_draws_the_capacity_curve(tmp_path: Path) -> None:
+    slo = {"siokit": slo_result()}
+    write_slo_html(slo, str(tmp_path / "slo.html"))
+    html = (tmp_path / "slo.html").read_text()
+    assert html.count("Plotly.newPlot(") == 1 and html.count("plotly.js v") == 1
+    assert re.search(r"<script[^>]*\bsrc=", html) is None
+    assert "siokit: 2,000 clients at p95 fan-out &lt;= 500 ms" in html
+    assert "<td>no</td><td>fan-out p95 800.0 ms &gt; 500 ms</td>" in html
+    fig = slo_figure(slo)
+    p95 = fig.data[0]
+    assert list(p95.x) == [1000, 2000, 3000] and list(p95.y) == [120.0, 300.0, 800.0]
+    assert list(p95.marker.symbol) == ["circle", "circle", "x"]  # the step that missed it
+    assert p95.name == "siokit p95 (capacity 2,000)"
+    assert [s.y0 for s in fig.layout.shapes if s.type == "line" and s.y0 == s.y1] == [500.0]
+    assert fig.layout.xaxis.title.text == "clients" and fig.layout.yaxis.title.text == "broadcast fan-out (ms)"
 
 
 def test_stop_grace_scales_with_the_clients_of_a_worker() -> None:
