@@ -43,6 +43,7 @@ TEMPLATES: tuple[TemplateSpec, ...] = (
     TemplateSpec("nginx/admin-ui.htpasswd.j2", "nginx/siokit-admin-ui.htpasswd"),
     TemplateSpec("systemd/nginx-limits.conf.j2", "systemd/nginx.service.d/siokit-limits.conf"),
     TemplateSpec("systemd/nginx-hardening.conf.j2", "systemd/nginx.service.d/siokit-hardening.conf"),
+    TemplateSpec("systemd/siokit-nginx-errors.service.j2", "systemd/siokit-nginx-errors.service"),
     TemplateSpec("systemd/siokit-uwsgi@.service.j2", "systemd/siokit-uwsgi@.service"),
     TemplateSpec("systemd/siokit.target.j2", "systemd/siokit.target"),
     TemplateSpec("systemd/siokit-load.service.j2", "systemd/siokit-load.service"),

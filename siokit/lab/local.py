@@ -134,6 +134,7 @@ class LocalStack:
             "nginx_error_log": str(s / "nginx-error.log"),
             "nginx_error_log_level": "notice",
             "nginx_access_log": str(s / "nginx-access.log"),
+            "nginx_upstream_error_log": str(s / "nginx-upstream-errors.log"),
             "nginx_temp_dir": str(s / "nginx-tmp"),
             "nginx_site_path": str(self.rendered / "nginx" / "siokit.conf"),
             "nginx_listen": f"127.0.0.1:{self.port}",

@@ -28,6 +28,7 @@ def deployment_vars(tmp: Path, **extra: Any) -> dict[str, Any]:
         "nginx_pid_file": str(tmp / "nginx.pid"),
         "nginx_error_log": str(tmp / "error.log"),
         "nginx_access_log": str(tmp / "access.log"),
+        "nginx_upstream_error_log": str(tmp / "upstream-errors.log"),
         "nginx_site_path": str(tmp / "nginx" / "siokit.conf"),
         "app_uwsgi_binary": str(Path(sys.prefix) / "bin" / "uwsgi"),
         "loadgen_siokit_binary": str(Path(sys.prefix) / "bin" / "python"),
