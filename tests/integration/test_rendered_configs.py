@@ -115,7 +115,9 @@ def analyze(unit_dir: Path, *units: str) -> subprocess.CompletedProcess[str]:
 def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     render_all(deployment_vars(tmp_path), tmp_path)
     units = tmp_path / "systemd"
-    result = analyze(units, "siokit-uwsgi@8001.service", "siokit.target", "siokit-load.service")
+    result = analyze(
+        units, "siokit-uwsgi@8001.service", "siokit.target", "siokit-load.service", "siokit-nginx-errors.service"
+    )
     # verify exits 0 on unknown keys, so its warnings count as failures too.
     problems = [
         line

@@ -350,11 +350,17 @@ def test_every_unit_is_rated_ok_by_systemd_analyze_security(tmp_path: Path) -> N
     bare_nginx = exposure(root, "nginx.service")
     for dropin in (rendered / "systemd" / "nginx.service.d").iterdir():
         shutil.copy(dropin, units / "nginx.service.d" / dropin.name)
-    for unit in ("siokit-uwsgi@.service", "siokit-load.service"):
+    for unit in ("siokit-uwsgi@.service", "siokit-load.service", "siokit-nginx-errors.service"):
         shutil.copy(rendered / "systemd" / unit, units / unit)
     scores = {
         unit: exposure(root, unit)
-        for unit in ("nginx.service", "siokit-uwsgi@8001.service", "siokit-load.service", "redis-server.service")
+        for unit in (
+            "nginx.service",
+            "siokit-uwsgi@8001.service",
+            "siokit-load.service",
+            "redis-server.service",
+            "siokit-nginx-errors.service",
+        )
     }
     print(f"systemd-analyze security: Debian's nginx.service {bare_nginx}, with the kit's drop-ins {scores}")
     assert bare_nginx > 4.9, "Debian's bare nginx.service is rated OK: the control no longer shows anything"
