@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from selenium import webdriver  # requirements-dev.txt: missing is an error, never a skip
@@ -14,44 +11,15 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from siokit.lab.local import LocalStack
 
-pytestmark = pytest.mark.integration
+from .chromium import REPORTS, chromium
 
-CHROMIUM = shutil.which("chromium")
-CHROMEDRIVER = shutil.which("chromedriver")
-REPORTS = Path(__file__).resolve().parents[2] / "reports"
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def browsers() -> Iterator[list[webdriver.Chrome]]:
-    if not (CHROMIUM and CHROMEDRIVER):
-        pytest.fail("chromium and chromium-driver are missing: make deps installs them")
-    drivers = []
-    dirs = []
-    for _ in range(2):
-        profile = tempfile.mkdtemp(prefix="siokit-chromium-")
-        dirs.append(profile)
-        opts = webdriver.ChromeOptions()
-        opts.binary_location = CHROMIUM
-        # The flags that keep Chromium off the (closed) network and out of the sandbox it cannot have as root.
-        for flag in (
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--window-size=1000,700",
-            f"--user-data-dir={profile}",
-        ):
-            opts.add_argument(flag)
-        drivers.append(webdriver.Chrome(service=webdriver.ChromeService(CHROMEDRIVER), options=opts))
-    yield drivers
-    for d in drivers:
-        d.quit()
-    for profile in dirs:
-        shutil.rmtree(profile, ignore_errors=True)
+    with chromium() as alice, chromium() as bob:
+        yield [alice, bob]
 
 
 def _text(driver: webdriver.Chrome, element_id: str) -> str:
