@@ -40,6 +40,7 @@ def test_filters_are_registered() -> None:
         "siokit_upstreams",
         "siokit_scrape_jobs",
         "siokit_python_dependencies",
+        "siokit_htpasswd_ssha",
     }
 
 
@@ -158,3 +159,10 @@ def test_python_dependencies_are_pyprojects_list() -> None:
     assert "python-engineio>=4.2.1" in deps and deps[-1] == "uwsgi"
     with pytest.raises(AnsibleFilterError, match="no optional dependencies"):
         plugin.siokit_python_dependencies(str(ROOT / "pyproject.toml"), ["nope"])
+
+
+def test_htpasswd_filter_is_the_renderers() -> None:
+    # Ansible's template module and siokit render hash the Admin UI's password with one function.
+    from siokit import htpasswd
+
+    assert plugin.FilterModule().filters()["siokit_htpasswd_ssha"] is htpasswd.ssha
