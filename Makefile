@@ -50,7 +50,7 @@ $(STATE)/vagrant-packages.stamp: scripts/vagrant-setup.sh | $(STATE)/deps.stamp
 $(VENV)/.stamp: pyproject.toml constraints.txt requirements-dev.txt | $(STATE)/deps.stamp
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -c constraints.txt -r requirements-dev.txt -e '.[uwsgi]'
+	$(PIP) install -q -c constraints.txt -r requirements-dev.txt -e '.[uwsgi,report]'
 	$(BIN)/python -c "import uwsgidecorators" 2>/dev/null || true
 	@touch $@
 

@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None, prog: str = "siokit load") -> int:
         write_json(report, plan.report)
     if plan.html:
         write_html(report, plan.html)
+    elif plan.report:
+        print(f"{prog}: no HTML report: plotly is not installed (pip install 'siokit[report]')", file=sys.stderr)
     summary = {
         "ok": report["ok"],
         "held_at_end": report["connections"]["held_at_end"],

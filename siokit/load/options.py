@@ -377,8 +377,14 @@ def make_plan(
                     nofile=sizing.limit_nofile,  # clients + the planner's fd reserve (admin client too)
                 )
             )
+    from .report import charts_available
+
     html = args.html
-    if html is None and args.report:
+    if html and not charts_available():
+        raise UsageError("--html needs plotly (the 'report' extra: pip install 'siokit[report]')")
+    # The default HTML report only where plotly is installed: the kit's hosts carry the JSON alone
+    # (make bench draws the charts on the control machine).
+    if html is None and args.report and charts_available():
         root, _ = os.path.splitext(args.report)
         html = root + ".html"
     return Plan(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import importlib.util
 import json
 import os
 from typing import Any
@@ -44,6 +45,11 @@ def _fmt(v: Any) -> str:
     if isinstance(v, int):
         return f"{v:,}"
     return str(v)
+
+
+def charts_available() -> bool:
+    """Whether plotly (the 'report' extra) is installed: the HTML report needs it, the JSON does not."""
+    return importlib.util.find_spec("plotly") is not None
 
 
 # Plotly (a maintained charting library, pinned in constraints.txt) draws the charts; its JS is

@@ -6,7 +6,9 @@ import json
 import re
 from pathlib import Path
 
-from siokit.load.options import build_parser, make_plan
+import pytest
+
+from siokit.load.options import UsageError, build_parser, make_plan
 from siokit.load.report import (
     connections_figure,
     latency_figure,
@@ -179,3 +181,15 @@ def test_pings_and_cpu_per_message_sections() -> None:
     assert r["pings"]["min_per_client"] == 0 and r["pings"]["median_per_client"] == 2
     assert r["client"]["hold"]["us_per_received_message"] == 25.0  # 0.5 s / 20,000
     assert r["config"]["stop_grace_s"] == 45.0
+
+
+def test_without_plotly_the_json_only(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # The kit's hosts install siokit without the 'report' extra: the load runs, the HTML is skipped.
+    from siokit.load import report
+
+    args = ["--url", "http://127.0.0.1:1", "--connections", "10", "--report", str(tmp_path / "r.json")]
+    assert make_plan(build_parser().parse_args(args), nofile=(1024, 20000)).html == str(tmp_path / "r.html")
+    monkeypatch.setattr(report, "charts_available", lambda: False)
+    assert make_plan(build_parser().parse_args(args), nofile=(1024, 20000)).html is None
+    with pytest.raises(UsageError, match="plotly"):
+        make_plan(build_parser().parse_args([*args, "--html", str(tmp_path / "x.html")]), nofile=(1024, 20000))
