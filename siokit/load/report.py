@@ -150,7 +150,7 @@ def broadcast_figure(per_broadcast: list[dict[str, Any]], held: int) -> Any:
 def slo_figure(slo: dict[str, Any]) -> Any:
     """Capacity at the SLO: fan-out p95 (and p50, p99) against clients, per target, with the limit.
 
-    `slo`: target -> siokit.slo.search()'s result (bench/compare.py --slo-p95-ms).
+    `slo`: target -> siokit.lab.slo.search()'s result (bench/compare.py --slo-p95-ms).
     """
     import plotly.graph_objects as go
 
@@ -283,7 +283,7 @@ def render_html(r: dict[str, Any]) -> str:
 def render_slo_html(slo: dict[str, Any]) -> str:
     """Capacity at a latency SLO as one HTML file: the curve per target and each target's steps.
 
-    `slo`: target -> siokit.slo.search()'s result, as bench/compare.py --slo-p95-ms writes them.
+    `slo`: target -> siokit.lab.slo.search()'s result, as bench/compare.py --slo-p95-ms writes them.
     """
     tables = "".join(_slo_table(target, result) for target, result in sorted(slo.items()))
     return f"""<!DOCTYPE html>
@@ -292,7 +292,7 @@ def render_slo_html(slo: dict[str, Any]) -> str:
 <h1>Capacity at the latency SLO</h1>
 <p>Each step is a fresh <code>siokit load</code> run of that many clients; a step meets the SLO when every
 client was held, no handshake failed, enough broadcasts reached every client and the pooled p95
-broadcast fan-out is within the limit (siokit/slo.py). Crosses mark the step that missed it.</p>
+broadcast fan-out is within the limit (siokit/lab/slo.py). Crosses mark the step that missed it.</p>
 {_div(slo_figure(slo), True)}
 {tables}
 </body></html>
