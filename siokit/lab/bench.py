@@ -25,6 +25,7 @@ from typing import Any
 from siokit import planner, sysctls
 from siokit.lab import broadcast_cpu, procstats, slo
 from siokit.lab.deployment import role_path
+from siokit.load.report import write_html
 from siokit.render import ROOT
 
 KB = 1024
@@ -272,6 +273,8 @@ def run(target: Target, load_args: list[str], out: Path, key: str, floor_gib: fl
     if proc.returncode not in (0, 1) or not local_report.exists():
         raise RuntimeError(f"siokit load failed (exit {proc.returncode}); see stderr above")
     report = json.loads(local_report.read_text())
+    # Drawn here from the JSON, whichever host ran the load (the cluster's loadgen has no plotly).
+    write_html(report, str(out / "load-report.html"))
     summary = summarize(baseline, samples, report, t0)
     if guard:
         summary["memory_guard"] = guard

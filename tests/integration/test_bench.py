@@ -56,6 +56,9 @@ def test_small_loopback_bench_measures_every_component(tmp_path: Path) -> None:
     assert measured["held_sockets"] == 300
     # The broadcasts above needed the admin token: it went through the environment, not the command line.
     assert "siokit.load" in bench["command"] and "admin-token" not in bench["command"]
+    # The HTML report beside bench.json (drawn by siokit bench from the JSON, on the cluster too).
+    html = (out / "load-report.html").read_text()
+    assert html.count("Plotly.newPlot(") == 3
 
 
 def test_memory_guard_stops_the_load_cleanly(tmp_path: Path) -> None:
