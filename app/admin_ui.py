@@ -16,7 +16,10 @@ What instrument() does here (python-socketio 5.18.1, socketio/admin.py):
 - each instance emits "server_stats" to the admin namespace through the client manager: with the
   Redis manager, a UI connected to any instance sees every instance (serverId = manager.host_id);
 - server_stats takes len(eio.sockets) and scans them for polling clients every 2 s, O(sockets of
-  the instance), from the first Engine.IO connect on.
+  the instance), from the first Engine.IO connect on;
+- server_stats lists the namespaces of `sio.handlers` only, where Flask-SocketIO's class-based
+  namespaces (the kit's "/", "/anonymous", "/admin") are not: each gets a no-op handler of an event no
+  client sends (LISTING_EVENT), which lists it with its socket count.
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 ADMIN_UI_NAMESPACE = "/admin-ui"
+# Registered in sio.handlers for each class-based namespace, so that server_stats lists it. Event
+# lookup tries sio.handlers[namespace][event] first, then the namespace class: nothing else changes.
+LISTING_EVENT = "siokit-admin-ui-listing"
 
 
 class _Credentials:
@@ -60,9 +66,15 @@ def instrument(server: Any, user: str, password: str, refused: Any) -> Any:
     """Instrument a python-socketio Server for the Admin UI; returns the InstrumentedServer."""
     if not password:
         raise ValueError("the Admin UI needs a password")
+    for namespace in list(server.namespace_handlers):
+        server.on(LISTING_EVENT, _ignore, namespace=namespace)
     return server.instrument(
         auth=_Credentials(user, password, refused),
         mode="production",
         read_only=True,
         namespace=ADMIN_UI_NAMESPACE,
     )
+
+
+def _ignore(*_: Any) -> None:
+    return None

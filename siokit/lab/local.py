@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -65,6 +66,9 @@ class LocalStack:
     admin_ui: bool = False
     admin_ui_password: str = ""
     admin_ui_salt: str = ""
+    # nginx's workers (nobody, when root starts nginx) read the password file at each request: it lives
+    # in a directory of its own that they can reach, which a test's private temp dir is not.
+    admin_ui_dir: str = ""
     pids: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -126,7 +130,9 @@ class LocalStack:
             "siokit_admin_ui_salt": self.admin_ui_salt,
             # Served from the checkout (`make static` builds it), the password file from the rendered dir.
             "nginx_admin_ui_root": str(ROOT / "build" / "admin-ui"),
-            "nginx_admin_ui_htpasswd": str(self.rendered / "nginx" / "siokit-admin-ui.htpasswd"),
+            "nginx_admin_ui_htpasswd": str(
+                Path(self.admin_ui_dir or self.rendered / "nginx") / "siokit-admin-ui.htpasswd"
+            ),
             "siokit_redis_host": "127.0.0.1",
             "siokit_redis_port": self.redis_port,
             "nginx_user": "",
@@ -248,6 +254,9 @@ def up(stack: LocalStack) -> LocalStack:
         # Letters and digits, like the plan role's generated passwords.
         stack.admin_ui_password = stack.admin_ui_password or secrets.token_hex(16)
         stack.admin_ui_salt = stack.admin_ui_salt or secrets.token_hex(8)
+        if not stack.admin_ui_dir:
+            stack.admin_ui_dir = tempfile.mkdtemp(prefix="siokit-admin-ui-")
+            os.chmod(stack.admin_ui_dir, 0o755)
     stack.redis_port = _free_port(stack.port + 9)
     base = _free_port(stack.port + 10)
     stack.app_ports = []
@@ -257,6 +266,10 @@ def up(stack: LocalStack) -> LocalStack:
         stack.app_ports.append(port)
         port += 1
     render_all(stack.variables(), stack.rendered)
+    if stack.admin_ui:
+        htpasswd = Path(stack.admin_ui_dir) / "siokit-admin-ui.htpasswd"
+        shutil.copyfile(stack.rendered / "nginx" / "siokit-admin-ui.htpasswd", htpasswd)
+        htpasswd.chmod(0o644)  # a salted hash, for the workers' user
     stack.save()
 
     deadline = time.monotonic() + READY_TIMEOUT
@@ -335,6 +348,9 @@ def down(state_dir: Path) -> None:
     for name in sorted(stack.pids, key=lambda n: (n != "nginx", n == "redis", n)):
         _stop(stack.pids[name], group=name != "nginx")
     stack.pids = {}
+    if stack.admin_ui_dir:
+        shutil.rmtree(stack.admin_ui_dir, ignore_errors=True)
+        stack.admin_ui_dir = ""
     stack.save()
 
 

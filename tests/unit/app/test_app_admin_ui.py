@@ -102,3 +102,12 @@ def test_config_from_env() -> None:
 def test_config_refuses(env: dict[str, str]) -> None:
     with pytest.raises(ConfigError, match="SIOKIT_ADMIN_UI"):
         Config.from_env(env)
+
+
+def test_every_namespace_is_listed_and_events_still_reach_the_classes(ui_app: Flask) -> None:
+    server = ui_app.extensions["socketio"].server
+    # server_stats lists sio.handlers' namespaces: the kit's class-based ones are there too.
+    assert {"/", "/anonymous", "/admin", ADMIN_UI_NAMESPACE} <= set(server.handlers)
+    client = ui_app.extensions["socketio"].test_client(ui_app, namespace="/", auth={"nickname": "ann"})
+    ack = client.emit("join", {"room": "lobby"}, namespace="/", callback=True)
+    assert ack["ok"] is True, ack
