@@ -83,8 +83,18 @@ def connections_figure(timeline: list[dict[str, Any]]) -> Any:
         "Connections held and handshake failures",
         "time since start (s)",
         "clients held",
-        yaxis2={**_AXIS, "title": {"text": "handshake failures (cumulative)"}, "overlaying": "y", "side": "right"},
+        yaxis2={
+            **_AXIS,
+            "title": {"text": "handshake failures (cumulative)"},
+            "overlaying": "y",
+            "side": "right",
+            "rangemode": "tozero",
+            "showgrid": False,
+            # No failure at all: a 0..1 axis, not one centred on zero.
+            **({"range": [0, 1], "dtick": 1} if not any(s["failures"] for s in timeline) else {}),
+        },
     )
+    fig.update_yaxes(rangemode="tozero", selector={"title": {"text": "clients held"}})
     fig.add_trace(go.Scatter(x=t, y=[s["connected"] for s in timeline], name="clients held", mode="lines"))
     fig.add_trace(
         go.Scatter(
