@@ -72,6 +72,8 @@ HOST_PATHS = {
     "default/prometheus-nginx-exporter": "/etc/default/prometheus-nginx-exporter",
     "default/prometheus-redis-exporter": "/etc/default/prometheus-redis-exporter",
     "systemd/prometheus.service.d/siokit-limits.conf": "/etc/systemd/system/prometheus.service.d/siokit-limits.conf",
+    "nginx/siokit-admin-ui.htpasswd": "/etc/nginx/siokit-admin-ui.htpasswd",
+    "systemd/siokit-nginx-errors.service": "/etc/systemd/system/siokit-nginx-errors.service",
 }
 # Rendered, but written only where the host can use it: a container cannot load kernel modules.
 NOT_IN_A_CONTAINER = {"modules-load.d/siokit.conf"}
@@ -81,6 +83,8 @@ DERIVED = [
     "siokit_redis_password",
     "siokit_admin_secret",
     "siokit_redis_exporter_password",
+    "siokit_admin_ui_password",
+    "siokit_admin_ui_salt",
     "siokit_redis_host",
     "siokit_host_address",
     "inventory_hostname",  # in nginx_server_name's default
@@ -189,6 +193,8 @@ def converged(tmp_path_factory: pytest.TempPathFactory) -> dict:
                             "app_cors_origins": ALLOWED_ORIGIN,
                             "siokit_redis_password": REDIS_PASSWORD,
                             "siokit_admin_secret": ADMIN_SECRET,
+                            # The Socket.IO Admin UI on (off by default): its files, password file, app env.
+                            "siokit_admin_ui_enabled": True,
                         },
                         "hosts": {name: host},
                         "children": {g: {"hosts": {name: {}}} for g in ("lb", "app", "redis", "loadgen", "monitor")},
@@ -310,6 +316,74 @@ def test_the_stack_answers(converged: dict) -> None:
     address = converged_address(name)
     pong = docker("exec", name, "redis-cli", "-h", address, "ping").stdout
     assert "NOAUTH" in pong
+
+
+def _used_vars(converged: dict) -> dict:
+    return json.loads((converged["tmp"] / "used-vars.json").read_text())
+
+
+def test_the_admin_ui_is_served_behind_basic_auth(converged: dict) -> None:
+    name = converged["name"]
+    password = _used_vars(converged)["siokit_admin_ui_password"]
+    url = "http://127.0.0.1/admin-ui/"
+
+    def status(*auth: str) -> str:
+        return docker("exec", name, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", *auth, url).stdout
+
+    assert status() == "401"
+    assert status("-u", "admin:wrong") == "401"
+    # The password travels on stdin (curl -K -), never on a command line.
+    page = subprocess.run(
+        [DOCKER, "exec", "-i", name, "curl", "-s", "-K", "-", url],
+        input=f'user = "admin:{password}"\n',
+        env=ENV, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert "<title>Socket.IO Admin UI</title>" in page
+    env = docker("exec", name, "cat", "/etc/siokit/siokit.env").stdout
+    assert "SIOKIT_ADMIN_UI=on\n" in env
+
+
+def test_nginx_upstream_errors_are_counted(converged: dict) -> None:
+    """A stopped instance: direct websocket handshakes through nginx (least_conn) meet it, nginx logs
+    the failed attempts, siokit-nginx-errors counts them into node exporter's textfile directory."""
+    name = converged["name"]
+    assert _exec(name, "systemctl", "is-active", "siokit-nginx-errors").stdout.strip() == "active"
+    upstreams = _used_vars(converged)["nginx_upstream_servers"]
+    address, port = upstreams[0].rsplit(":", 1)
+    unit = f"siokit-uwsgi@{port}.service"
+    prom = "/var/lib/prometheus/node-exporter/siokit_nginx_upstream.prom"
+    ws = [
+        "curl", "-s", "-m", "2", "-o", "/dev/null", "-H", "Connection: Upgrade", "-H", "Upgrade: websocket",
+        "-H", "Sec-WebSocket-Version: 13", "-H", "Sec-WebSocket-Key: c2lva2l0LXVwc3RyZWFtcw==",
+        "http://127.0.0.1/socket.io/?EIO=4&transport=websocket",
+    ]  # fmt: skip
+    try:
+        docker("exec", name, "systemctl", "stop", unit)
+        for _ in range(2 * len(upstreams) + 2):
+            _exec(name, *ws)
+        deadline = time.monotonic() + 20
+        text = ""
+        while time.monotonic() < deadline:
+            text = _exec(name, "cat", prom).stdout
+            if f'upstream="{address}:{port}"' in text:
+                break
+            time.sleep(1)
+        assert f'siokit_nginx_upstream_errors_total{{upstream="{address}:{port}",status="502"}}' in text, text
+        # node exporter (on the private address, like Redis) serves it with the host's metrics.
+        node = docker("exec", name, "curl", "-s", f"http://{converged_address(name)}:9100/metrics").stdout
+        assert f'siokit_nginx_upstream_errors_total{{status="502",upstream="{address}:{port}"}}' in node
+    finally:
+        docker("exec", name, "systemctl", "start", unit)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if (
+                _exec(
+                    name, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", f"http://{address}:{port}/healthz"
+                ).stdout
+                == "200"
+            ):
+                break
+            time.sleep(1)
 
 
 def converged_address(name: str) -> str:
