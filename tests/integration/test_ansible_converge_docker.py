@@ -72,6 +72,7 @@ HOST_PATHS = {
     "default/prometheus-nginx-exporter": "/etc/default/prometheus-nginx-exporter",
     "default/prometheus-redis-exporter": "/etc/default/prometheus-redis-exporter",
     "systemd/prometheus.service.d/siokit-limits.conf": "/etc/systemd/system/prometheus.service.d/siokit-limits.conf",
+    "siokit/plan.json": "/etc/siokit/plan.json",
     "nginx/siokit-admin-ui.htpasswd": "/etc/nginx/siokit-admin-ui.htpasswd",
     "systemd/siokit-nginx-errors.service": "/etc/systemd/system/siokit-nginx-errors.service",
 }
