@@ -19,11 +19,11 @@ import socketio
 
 from siokit.lab.local import LocalStack, down, up
 
+from .admin_ui_page import NAMESPACE, dashboard_clients, log_in, namespace_sockets, servers_clients
 from .chromium import REPORTS, chromium
 from .conftest import free_base_port
 
 pytestmark = pytest.mark.integration
-NAMESPACE = "/admin-ui"
 ROOT_CLIENTS = 6
 
 
@@ -112,91 +112,25 @@ def test_stats_of_every_instance_reach_one_admin(ui_stack: LocalStack) -> None:
             c.disconnect()
 
 
-def _field(driver: Any, label: str) -> Any:
-    from selenium.webdriver.common.by import By
-
-    return driver.find_element(By.XPATH, f"//label[normalize-space()='{label}']/following-sibling::input")
-
-
-def _servers_clients(driver: Any) -> list[int]:
-    """The "# of clients" column of the UI's Servers page."""
-    from selenium.webdriver.common.by import By
-
-    headers = [h.text.strip() for h in driver.find_elements(By.CSS_SELECTOR, "table thead th")]
-    if "# of clients" not in headers:
-        return []
-    col = headers.index("# of clients")
-    rows = driver.find_elements(By.CSS_SELECTOR, "table tbody tr")
-    out = []
-    for row in rows:
-        cells = row.find_elements(By.TAG_NAME, "td")
-        if len(cells) > col and cells[col].text.strip().isdigit():
-            out.append(int(cells[col].text.strip()))
-    return out
-
-
-def _dashboard_clients(driver: Any) -> int:
-    """WebSocket + HTTP long-polling clients on the UI's dashboard ("Clients" card), or 0."""
-    from selenium.webdriver.common.by import By
-
-    lines = [x.strip() for x in driver.find_element(By.TAG_NAME, "body").text.splitlines()]
-    total = 0
-    for label in ("WebSocket", "HTTP long-polling"):
-        if label in lines and lines.index(label) + 1 < len(lines) and lines[lines.index(label) + 1].isdigit():
-            total += int(lines[lines.index(label) + 1])
-    return total
-
-
-def _namespace_sockets(driver: Any, namespace: str) -> int | None:
-    """The "# of sockets" of a namespace on the dashboard's Namespaces card."""
-    from selenium.webdriver.common.by import By
-
-    for row in driver.find_elements(By.CSS_SELECTOR, "table tr"):
-        cells = [c.text.strip() for c in row.find_elements(By.TAG_NAME, "td")]
-        if len(cells) == 2 and cells[0] == namespace and cells[1].isdigit():
-            return int(cells[1])
-    return None
-
-
 def test_chromium_logs_in_and_sees_the_connected_clients(ui_stack: LocalStack) -> None:
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
     clients = [socketio.Client(reconnection=False) for _ in range(ROOT_CLIENTS)]
     try:
         for c in clients:
             c.connect(ui_stack.url, transports=["websocket"], wait_timeout=10)
         with chromium(window="1280,900") as driver:
-            password = ui_stack.admin_ui_password
-            host = ui_stack.url.removeprefix("http://")
-            # Basic auth for the static files: credentials in the URL of the top-level page.
-            driver.get(f"http://admin:{password}@{host}/admin-ui/")
-            # The UI keeps its connection settings in localStorage: server URL and namespace.
-            driver.execute_script(
-                "localStorage.setItem('server_url', arguments[0]); localStorage.setItem('namespace', arguments[1]);",
-                ui_stack.url,
-                NAMESPACE,
-            )
-            driver.get(f"http://admin:{password}@{host}/admin-ui/")
-            wait = WebDriverWait(driver, 20)
-            wait.until(lambda d: _field(d, "Username").is_displayed())
-            _field(driver, "Username").send_keys("admin")
-            _field(driver, "Password").send_keys(password)
-            driver.find_element(By.XPATH, "//button[normalize-space()='Connect']").click()
-            # The app bar's status line: CONNECTED (the login succeeded), not DISCONNECTED.
-            wait.until(lambda d: "CONNECTED" in d.find_element(By.TAG_NAME, "header").text.split())
+            wait = log_in(driver, ui_stack.url, "admin", ui_stack.admin_ui_password)
             # The dashboard: clients by transport, summed over both instances' server_stats. The root
             # clients (websocket) plus the UI's own socket, and any socket the UI's first, refused
             # connect left open until its ping timeout: at least ROOT_CLIENTS + 1.
-            wait.until(lambda d: _dashboard_clients(d) >= ROOT_CLIENTS + 1)
+            wait.until(lambda d: dashboard_clients(d) >= ROOT_CLIENTS + 1)
             # Namespaces are exact: the root clients on "/", the UI alone on its namespace.
-            wait.until(lambda d: _namespace_sockets(d, "/") == ROOT_CLIENTS and _namespace_sockets(d, NAMESPACE) == 1)
+            wait.until(lambda d: namespace_sockets(d, "/") == ROOT_CLIENTS and namespace_sockets(d, NAMESPACE) == 1)
             REPORTS.mkdir(exist_ok=True)
             driver.save_screenshot(str(REPORTS / "admin-ui-dashboard.png"))
             # The Servers page, reached inside the app (a reload would log the UI out: python-socketio's
             # admin side keeps no session): one row per instance, relayed through Redis.
             driver.execute_script("location.hash = '#/servers/'")
-            wait.until(lambda d: len(_servers_clients(d)) == 2 and sum(_servers_clients(d)) >= ROOT_CLIENTS + 1)
+            wait.until(lambda d: len(servers_clients(d)) == 2 and sum(servers_clients(d)) >= ROOT_CLIENTS + 1)
             driver.save_screenshot(str(REPORTS / "admin-ui-servers.png"))
             assert Path(REPORTS / "admin-ui-dashboard.png").stat().st_size > 10_000
     finally:
