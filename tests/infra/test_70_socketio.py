@@ -33,10 +33,17 @@ def test_every_instance_reached_directly(report, app_endpoints):
     assert len(instances) == len(app_endpoints), f"instances not distinct: {report['direct']}"
 
 
-def test_broadcast_crosses_instances(report):
+def test_broadcast_crosses_instances(report, app_endpoints):
     assert "error" not in report, report.get("error")
     missed = [url for url, d in report["direct"].items() if not d["received"]]
     assert not missed, f"the chat sent through lb never reached {missed}: the message queue does not relay"
+    # Decided by what the hosts run (each app host's siokit.target, checked against its plan), not by
+    # the probe's answers: a deployment of one instance has no other one for Redis to carry it to.
+    if len(app_endpoints) == 1:
+        pytest.skip(
+            f"the deployment runs one uWSGI instance ({app_endpoints[0]}): nothing to cross; "
+            "two app hosts or two instances per host are needed (Vagrant: VAGRANT_APP_HOSTS=2)"
+        )
     # the lb client's instance is one of them; every other one got it through Redis
     others = [d for d in report["direct"].values() if d["instance"] != report["lb_instance"]]
     assert others, "only one instance: nothing crossed"
