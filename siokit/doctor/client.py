@@ -43,7 +43,12 @@ class Public:
         self.tls = parts.scheme == "https"
         self.host = parts.hostname
         self.port = parts.port or (443 if self.tls else 80)
-        self.origin = f"{parts.scheme}://{parts.netloc}"
+        # What a browser sends (RFC 6454): no default port, and the same host:port that http.client
+        # and websockets put in Host. python-engineio compares Origin with scheme://Host, so
+        # "http://lb:80" against Host "lb" was refused (seen on the Vagrant VMs, --url http://lb:80).
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        self.netloc = host if self.port == (443 if self.tls else 80) else f"{host}:{self.port}"
+        self.origin = f"{parts.scheme}://{self.netloc}"
 
     def request(
         self, method: str, query: str, body: str | None = None, headers: dict[str, str] | None = None
@@ -74,7 +79,7 @@ class Public:
     def websocket(self, query: str) -> ClientConnection:
         scheme = "wss" if self.tls else "ws"
         return connect(
-            f"{scheme}://{self.host}:{self.port}{PATH}?EIO=4&{query}",
+            f"{scheme}://{self.netloc}{PATH}?EIO=4&{query}",
             open_timeout=TIMEOUT,
             origin=Origin(self.origin),
             compression=None,
