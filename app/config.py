@@ -57,6 +57,9 @@ class Config:
     admin_ui: bool = False
     admin_ui_user: str = "admin"
     admin_ui_password: str | None = field(default=None, repr=False)
+    # The operator's name for what is deployed (app_release); /healthz reports it, so a rolling
+    # upgrade can be followed instance by instance. Empty: none given.
+    release: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -104,6 +107,8 @@ class Config:
             kwargs["admin_ui_password"] = v
         if kwargs.get("admin_ui") and not kwargs.get("admin_ui_password"):
             raise ConfigError("SIOKIT_ADMIN_UI is on but SIOKIT_ADMIN_UI_PASSWORD is empty: the UI needs a password")
+        if (v := _get(env, "SIOKIT_RELEASE")) is not None:
+            kwargs["release"] = v
         return cls(**kwargs)  # type: ignore[arg-type]
 
 

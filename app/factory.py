@@ -16,6 +16,7 @@ from app.events.anonymous import AnonymousNamespace
 from app.events.chat import ChatNamespace
 from app.handshakes import HandshakeFailures
 from app.http import register_routes
+from app.livez import Livez
 from app.logthrottle import ThrottledLog
 from app.metrics import Metrics
 from app.ratelimit import EventRateLimiter
@@ -106,6 +107,8 @@ def create_app(
     app.wsgi_app = OversizePostGuard(app.wsgi_app, config.max_message_bytes)  # type: ignore[method-assign]
     # Outermost, so the guard's refusals count too.
     app.wsgi_app = HandshakeFailures(app.wsgi_app, metrics.handshake_failures)  # type: ignore[method-assign]
+    # Outside even that: nginx's per-handshake upstream check must not pay for Flask.
+    app.wsgi_app = Livez(app.wsgi_app)  # type: ignore[method-assign]
     return app
 
 

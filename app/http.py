@@ -20,6 +20,7 @@ def register_routes(app: Flask, state: AppState) -> None:
         return jsonify(
             status="ok",
             instance=state.config.instance_id,
+            release=state.config.release,
             connected=sum(sockets.values()),
             sockets=sockets,
             async_mode=state.socketio.server.eio.async_mode,

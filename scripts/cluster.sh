@@ -36,6 +36,10 @@ MOLECULE="${MOLECULE:-$ROOT/.venv/bin/molecule}"
 # Molecule's state (created/converged, generated inventory) in this checkout's state dir, where
 # `reconcile` can find it, instead of a checksum-named directory under ~/.cache.
 export MOLECULE_EPHEMERAL_DIRECTORY="${MOLECULE_EPHEMERAL_DIRECTORY:-$SIOKIT_STATE_DIR/molecule/$SCENARIO}"
+# The cluster's generated secrets (admin, Redis) live beside that state, not in whichever checkout
+# runs the playbook: a converge from another worktree with SIOKIT_STATE_DIR set would otherwise
+# generate new ones in its own .siokit and rotate them under the checkout that deployed the cluster.
+CREDENTIALS_VARS=(-e "plan_credentials_dir=$SIOKIT_STATE_DIR/credentials")
 LB_URL="http://127.0.0.1:${SIOKIT_LB_HTTP_PORT}"
 PROMETHEUS_URL="http://127.0.0.1:${SIOKIT_PROMETHEUS_PORT}"
 TIMINGS="$SIOKIT_STATE_DIR/cluster-timings.log"
@@ -153,14 +157,14 @@ case "$cmd" in
         prerequisites
         reconcile
         step create "$MOLECULE" create -s "$SCENARIO"
-        step converge "$MOLECULE" converge -s "$SCENARIO" -- "$@"
+        step converge "$MOLECULE" converge -s "$SCENARIO" -- "${CREDENTIALS_VARS[@]}" "$@"
         log "cluster is up: open $LB_URL/ in a browser on this host (lb:80 published on 127.0.0.1 only)"
         log "Prometheus: $PROMETHEUS_URL/ (monitor:9090 published on 127.0.0.1 only; targets: $PROMETHEUS_URL/targets)"
         health
         ;;
     converge)
         require_running "scripts/cluster.sh converge"
-        step converge "$MOLECULE" converge -s "$SCENARIO" -- "$@"
+        step converge "$MOLECULE" converge -s "$SCENARIO" -- "${CREDENTIALS_VARS[@]}" "$@"
         health
         ;;
     verify)

@@ -143,3 +143,33 @@ def container_ip(name: str) -> str:
     if proc.returncode != 0 or not proc.stdout.split():
         raise RuntimeError(f"no address for container {name}: {proc.stderr.strip()}")
     return proc.stdout.split()[0]
+
+
+def instance_health(host: str, ports: Sequence[int]) -> dict[int, dict[str, Any] | None]:
+    """Every instance's /healthz (its release among others) and systemd's MainPID of its unit;
+    None: the instance did not answer."""
+    script = "a=$(hostname -I | cut -d' ' -f1); " + "; ".join(
+        f'echo "#port {p} $(systemctl show -p MainPID --value siokit-uwsgi@{p}.service)"; '
+        f"curl -s -m 4 http://$a:{p}/healthz; echo"
+        for p in ports
+    )
+    try:
+        out = run(host, script, timeout=30, check=False)
+    except subprocess.TimeoutExpired:
+        out = ""
+    return parse_instance_health(out, ports)
+
+
+def parse_instance_health(out: str, ports: Sequence[int]) -> dict[int, dict[str, Any] | None]:
+    result: dict[int, dict[str, Any] | None] = {p: None for p in ports}
+    for chunk in out.split("#port ")[1:]:
+        head, _, body = chunk.partition("\n")
+        port_text, _, pid = head.partition(" ")
+        try:
+            health = json.loads(body.strip())
+        except ValueError:
+            continue
+        if isinstance(health, dict):
+            health["main_pid"] = int(pid) if pid.strip().isdigit() else 0
+            result[int(port_text)] = health
+    return result

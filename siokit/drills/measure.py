@@ -152,3 +152,29 @@ def evaluate(m: Measures, expectations: Sequence[Expect]) -> list[Check]:
         passed = actual is not None and bound is not None and OPS[e.op](actual, bound)
         checks.append(Check(e.text() + (f" (= {bound})" if isinstance(e.value, str) else ""), actual, passed))
     return checks
+
+
+def back_after(report: dict[str, Any], t: float, before: int) -> float | None:
+    """Seconds from `t` to the first timeline sample at or after it holding `before` sockets again;
+    None: never within the report."""
+    for s in timeline_samples(report):
+        if s.t >= t and s.connected >= before:
+            return round(max(0.0, s.t - t), 1)
+    return None
+
+
+def longest_below(report: dict[str, Any], window: Window, before: int) -> float:
+    """The longest run of consecutive timeline samples in the window holding fewer than `before`
+    sockets, in seconds from its first sample to the sample that was back (or the window's last)."""
+    longest, since = 0.0, None
+    for s in timeline_samples(report):
+        if not window.fault_start < s.t <= window.observe_end:
+            continue
+        if s.connected < before:
+            since = s.t if since is None else since
+        elif since is not None:
+            longest, since = max(longest, s.t - since), None
+    samples = [s for s in timeline_samples(report) if window.fault_start < s.t <= window.observe_end]
+    if since is not None and samples:
+        longest = max(longest, samples[-1].t - since)
+    return round(longest, 1)

@@ -17,30 +17,35 @@ CLIENTS = 600  # the small load that meets the shortage
 PER_HOLDER = 15_000  # sockets per holder process, under the 20,000 open files of a container
 HOLD_MAX_S = 300  # the holders exit by themselves after this, whatever happens to the drill
 TAG = "/tmp/siokit-drill-ports"
-# Binds (ip, 0) until it holds `n` ports, says so, then sleeps; bounded in count and time.
+# Binds (ip, port) for every port in [first, last), says how many it holds (and the first error
+# other than a port in use, e.g. the open-files limit), then sleeps; bounded in count and time.
 HOLDER = (
-    "import socket, sys, time\n"
-    "ip, n, tag = sys.argv[1], int(sys.argv[2]), sys.argv[3]\n"
-    "held = []\n"
-    "for _ in range(n):\n"
-    "    s = socket.socket()\n"
+    "import errno, os, socket, sys, time\n"
+    "ip, first, last, tag = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]\n"
+    "out = open(tag + '.tmp', 'w')  # opened first: the sockets may take every descriptor left\n"
+    "held, error = [], ''\n"
+    "for port in range(first, last):\n"
     "    try:\n"
-    "        s.bind((ip, 0))\n"
-    "    except OSError:\n"
-    "        s.close(); break\n"
+    "        s = socket.socket()\n"
+    "    except OSError as exc:\n"
+    "        error = repr(exc); break\n"
+    "    try:\n"
+    "        s.bind((ip, port))\n"
+    "    except OSError as exc:\n"
+    "        s.close()\n"
+    "        if exc.errno != errno.EADDRINUSE:\n"
+    "            error = error or repr(exc)\n"
+    "        continue\n"
     "    held.append(s)\n"
-    "open(tag, 'w').write(str(len(held)))\n"
+    "out.write(str(len(held)) + ' ' + error); out.close(); os.rename(tag + '.tmp', tag)\n"
     f"time.sleep({HOLD_MAX_S})\n"
 )
 
 
-def holder_plan(ports: int, leave: int, per: int) -> list[int]:
-    """Sockets per holder process so that `ports - leave` are held."""
-    want, plan = max(0, ports - leave), []
-    while want > 0:
-        plan.append(min(per, want))
-        want -= plan[-1]
-    return plan
+def holder_plan(low: int, high: int, leave: int, per: int) -> list[tuple[int, int]]:
+    """[first, last) port slices, one per holder process, covering low..high except the top `leave`."""
+    end = max(low, high + 1 - leave)
+    return [(first, min(first + per, end)) for first in range(low, end, per)]
 
 
 def ports_exhausted(ctx: Context, sampler: Sampler) -> Fault:
@@ -49,17 +54,20 @@ def ports_exhausted(ctx: Context, sampler: Sampler) -> Fault:
     low, high = facts.parse_port_range(cluster.run("loadgen", f"cat {facts.PORT_RANGE_PATH}"))
     plan = cluster.deployed_plan()["loadgen"]
     cluster.run("loadgen", f"rm -f {TAG}.*; cat > {TAG}.py <<'EOF'\n{HOLDER}EOF")
-    counts = holder_plan(high - low + 1, LEAVE_FREE, PER_HOLDER)
+    counts = holder_plan(low, high, LEAVE_FREE, PER_HOLDER)
     start = time.time()
     try:
-        for i, n in enumerate(counts):
+        for i, (first, last) in enumerate(counts):
             cluster.run(
-                "loadgen", f"nohup python3 {TAG}.py {ip} {n} {TAG}.{i}.held >/dev/null 2>&1 & echo $! > {TAG}.{i}.pid"
+                "loadgen",
+                f"nohup python3 {TAG}.py {ip} {first} {last} {TAG}.{i}.held >/dev/null 2>&1 & echo $! > {TAG}.{i}.pid",
             )
         ready = wait_until(
             lambda: cluster.run("loadgen", f"ls {TAG}.*.held 2>/dev/null | wc -l").strip() == str(len(counts)), 120, 1
         )
-        held = sum(int(x) for x in cluster.run("loadgen", f"cat {TAG}.*.held 2>/dev/null; echo").split())
+        said_by_holders = cluster.run("loadgen", f"for f in {TAG}.*.held; do cat $f; echo; done 2>/dev/null")
+        held = sum(int(line.split()[0]) for line in said_by_holders.splitlines() if line.split())
+        holder_errors = sorted({line.split(" ", 1)[1] for line in said_by_holders.splitlines() if " " in line.strip()})
         short = LoadRun("ports-one-ip", CLIENTS, 5, None, ctx.token, ["--bind", ip, "--no-reconnect"])
         short.start(ctx.out / "ports-one-ip.log")
         one = short.wait(300)
@@ -80,6 +88,7 @@ def ports_exhausted(ctx: Context, sampler: Sampler) -> Fault:
             "port_range": f"{low}-{high}",
             "ports_held": held,
             "holders_ready": ready is not None,
+            "holder_errors": holder_errors,
             "one_ip_connected": int(one["connections"]["peak_held"]),
             "one_ip_addr_unavailable": int(one.get("failures", {}).get("addr_unavailable", 0)),
             "one_ip_other_failures": sum(v for k, v in one.get("failures", {}).items() if k != "addr_unavailable"),

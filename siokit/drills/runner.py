@@ -24,9 +24,10 @@ from siokit.drills.abuse import abuse
 from siokit.drills.base import BROADCAST_EVERY, LB_URL, Context, Drill, Fault, row_at, wait_until
 from siokit.drills.fallback import websocket_blocked
 from siokit.drills.load import LoadRun, Sampler, ServerSamples, wait_for_sockets
-from siokit.drills.measure import Expect, Measures, Window, evaluate, measure
+from siokit.drills.measure import Expect, Measures, Window, back_after, evaluate, longest_below, measure
 from siokit.drills.ports import CLIENTS, ports_exhausted
 from siokit.drills.probe import ProbeLog, RoomProbe
+from siokit.drills.rolling import rolling_upgrade
 from siokit.drills.slow import slow_consumer
 from siokit.drills.storm import reconnect_storm
 
@@ -192,6 +193,23 @@ DRILLS: dict[str, Drill] = {
             kill9,
         ),
         Drill(
+            "rolling",
+            4,
+            "A rolling upgrade through site.yml under load (a new app_release, then the previous one back)",
+            (
+                Expect("instances_on_new_release", "==", "instances", "site.yml upgraded every instance"),
+                Expect("instances_restarted_by_upgrade", "==", "instances"),
+                Expect("instances_back_on_previous", "==", "instances", "and rolled every one back"),
+                Expect("min_instances_serving", ">=", 1, "at no moment zero instances serving"),
+                Expect("handshake_failures", "==", 0),
+                Expect("longest_below_before_s", "<=", 30, "no stretch of more than 30 s without every client"),
+                Expect("back_after_fault_end_s", "<=", 30, "all clients back within 30 s of the last restart"),
+                Expect("sockets_after", ">=", "sockets_before"),
+            ),
+            600,
+            rolling_upgrade,
+        ),
+        Drill(
             "redis",
             2,
             "Redis stopped 10 s, then started",
@@ -304,9 +322,7 @@ DRILLS: dict[str, Drill] = {
         ),
     )
 }
-NOT_DONE = {
-    4: "A rolling upgrade through site.yml under load",
-}
+NOT_DONE: dict[int, str] = {}
 
 
 def _ratio_after(sent: int, expected: int, got: int) -> float | None:
@@ -349,7 +365,7 @@ def run_drill(drill: Drill, ctx: Context) -> dict[str, Any]:
     )
     probe: RoomProbe | None = None
     try:
-        reached = wait_for_sockets(sampler, ctx.connections, 180)
+        reached = wait_for_sockets(sampler, ctx.connections, 180, load)
         if reached < ctx.connections:
             raise RuntimeError(f"the load ramped to {reached} of {ctx.connections} sockets within 180 s")
         probe = RoomProbe(LB_URL)
@@ -384,6 +400,8 @@ def run_drill(drill: Drill, ctx: Context) -> dict[str, Any]:
         )
     if fault.end > fault.start:  # a fault that lasted: what was sent while it lasted, and what arrived
         m.extra.update(_during_fault(report, log, fault))
+        m.extra["back_after_fault_end_s"] = back_after(report, fault.end, m.sockets_before)
+        m.extra["longest_below_before_s"] = longest_below(report, window, m.sockets_before)
     checks = evaluate(m, drill.expectations)
     result = {
         "drill": drill.number,

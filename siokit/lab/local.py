@@ -278,16 +278,8 @@ def up(stack: LocalStack) -> LocalStack:
     )
     stack.save()
     _wait_tcp(stack.redis_port, deadline)
-    env = dict(os.environ)
-    env.update(_read_env_file(stack.rendered / "uwsgi" / "siokit.env"))
     for port in stack.app_ports:
-        env["SIOKIT_INSTANCE_ID"] = f"local:{port}"
-        stack.pids[f"uwsgi-{port}"] = _spawn(
-            [str(uwsgi), "--set-ph", f"port={port}", "--ini", str(stack.rendered / "uwsgi" / "siokit.ini")],
-            s / "logs" / f"uwsgi-{port}.log",
-            env=dict(env),
-        )
-        stack.save()
+        start_instance(stack, port)
     for port in stack.app_ports:
         _wait_http(f"http://127.0.0.1:{port}/healthz", deadline)
     nginx = _nginx_cmd(stack)
@@ -300,6 +292,23 @@ def up(stack: LocalStack) -> LocalStack:
     # 301: nginx redirects plain HTTP to HTTPS when a test asks for it (nginx_tls_redirect_http).
     _wait_http(f"{stack.url}/healthz", deadline, accept=(200, 301))
     return stack
+
+
+def start_instance(stack: LocalStack, port: int) -> int:
+    """Start the uWSGI instance of `port` (what systemd's siokit-uwsgi@PORT does); its pid. Also
+    how a test restarts an instance it killed."""
+    env = dict(os.environ)
+    env.update(_read_env_file(stack.rendered / "uwsgi" / "siokit.env"))
+    env["SIOKIT_INSTANCE_ID"] = f"local:{port}"
+    uwsgi = Path(sys.prefix) / "bin" / "uwsgi"
+    pid = _spawn(
+        [str(uwsgi), "--set-ph", f"port={port}", "--ini", str(stack.rendered / "uwsgi" / "siokit.ini")],
+        stack.state_dir / "logs" / f"uwsgi-{port}.log",
+        env=env,
+    )
+    stack.pids[f"uwsgi-{port}"] = pid
+    stack.save()
+    return pid
 
 
 def _nginx_cmd(stack: LocalStack) -> list[str]:

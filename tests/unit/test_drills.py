@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from siokit.drills import abuse, cluster, fallback, ports, runner, slow, storm
+from siokit.drills import abuse, cluster, fallback, ports, rolling, runner, slow, storm
 from siokit.drills.base import Fault
 from siokit.drills.clients import Latency, latency_summary, read_frames, ws_frame
 from siokit.drills.load import ServerSamples
-from siokit.drills.measure import Expect, Window, broadcast_times, evaluate, measure
+from siokit.drills.measure import Expect, Window, back_after, broadcast_times, evaluate, longest_below, measure
 from siokit.drills.probe import ProbeLog
 from siokit.drills.runner import DRILLS, NOT_DONE, _others_dropped, markdown
 
@@ -323,9 +323,15 @@ def test_markdown_lists_each_drills_own_measurements() -> None:
 
 
 def test_port_holders_leave_the_stated_ports_free() -> None:
-    assert ports.holder_plan(64512, 200, 15000) == [15000, 15000, 15000, 15000, 4312]
-    assert sum(ports.holder_plan(28232, 200, 15000)) == 28032
-    assert ports.holder_plan(100, 200, 15000) == []
+    assert ports.holder_plan(1024, 65535, 200, 15000) == [
+        (1024, 16024),
+        (16024, 31024),
+        (31024, 46024),
+        (46024, 61024),
+        (61024, 65336),
+    ]
+    assert sum(b - a for a, b in ports.holder_plan(32768, 60999, 200, 15000)) == 28032
+    assert ports.holder_plan(40000, 40099, 200, 15000) == []
 
 
 def test_ports_judgment() -> None:
@@ -357,3 +363,98 @@ def test_during_fault_counts_the_loss_and_the_return() -> None:
     assert (got["fault_room_sent"], got["fault_room_deliveries"], got["fault_room_deliveries_lost"]) == (2, 1, 3)
     assert got["room_full_again_after_s"] == 2.0  # seq 4, the first after the end to reach both
     assert log.first_full_after(T0 + 40) is None
+
+
+# --- drill 4, the rolling upgrade
+
+
+def rolling_report() -> dict[str, Any]:
+    # 3000 held; two instances restart: 300 drop at t=20 (back by t=24), 300 at t=30 (back by t=40).
+    connected = [3000] * 20 + [2700, 2800, 2900, 2990, 3000] + [3000] * 5
+    connected += [2700, 2750, 2800, 2850, 2900, 2950, 2980, 2990, 2995, 2999] + [3000] * 20
+    return report(connected, [0] * len(connected))
+
+
+def test_rolling_dips_and_the_return_after_the_last_restart() -> None:
+    r = rolling_report()
+    w = Window(T0 + 19.5, T0 + 38, T0 + 60)
+    assert longest_below(r, w, 3000) == 10.0  # t=30..40, the longer of the two dips
+    assert back_after(r, T0 + 38, 3000) == 2.0  # the sample at t=40
+    assert back_after(r, T0 + 45, 3000) == 0.0
+    assert back_after(report([3000] * 10 + [2000] * 10, [0] * 20), T0 + 12, 3000) is None
+    # a dip still open when the window ends counts up to its last sample
+    assert longest_below(report([3000] * 10 + [2000] * 10, [0] * 20), Window(T0 + 9.5, T0 + 9.5, T0 + 19), 3000) == 9.0
+
+
+def test_rolling_release_and_restart_counts() -> None:
+    before = {"app1:8001": {"release": "", "main_pid": 10}, "app1:8002": {"release": "", "main_pid": 11}}
+    after = {"app1:8001": {"release": "r2", "main_pid": 20}, "app1:8002": None}
+    assert rolling.on_release(after, "r2") == 1
+    assert rolling.on_release(before, "") == 2
+    assert rolling.restarted(before, after) == 1  # an instance that does not answer is not counted
+    assert rolling.restarted(before, before) == 0
+    s = ServerSamples(
+        [
+            (0.0, {"app1:8001": 300, "app1:8002": 300}),
+            (2.0, {"app1:8001": None, "app1:8002": 600}),
+            (4.0, {"app1:8001": None, "app1:8002": None}),
+        ]
+    )
+    assert rolling.min_serving(s, 1.0, 3.0) == 1
+    assert rolling.min_serving(s, 1.0, 5.0) == 0
+    assert rolling.min_serving(s, 10.0, 20.0) is None
+
+
+def test_parse_instance_health() -> None:
+    out = '#port 8001 1234\n{"status": "ok", "release": "r2"}\n#port 8002 0\n\n#port 8003 99\n<html>\n'
+    assert cluster.parse_instance_health(out, [8001, 8002, 8003, 8004]) == {
+        8001: {"status": "ok", "release": "r2", "main_pid": 1234},
+        8002: None,
+        8003: None,
+        8004: None,
+    }
+
+
+def test_rolling_judgment() -> None:
+    ok = {
+        "instances": 10,
+        "instances_on_new_release": 10,
+        "instances_restarted_by_upgrade": 10,
+        "instances_back_on_previous": 10,
+        "min_instances_serving": 8,
+        "longest_below_before_s": 12.0,
+        "back_after_fault_end_s": 3.0,
+    }
+    assert all(_judge("rolling", ok).values())
+    assert not _judge("rolling", {**ok, "min_instances_serving": 0})["min_instances_serving"]
+    assert not _judge("rolling", {**ok, "instances_on_new_release": 9})["instances_on_new_release"]
+    assert not _judge("rolling", {**ok, "instances_restarted_by_upgrade": 0})["instances_restarted_by_upgrade"]
+    assert not _judge("rolling", {**ok, "back_after_fault_end_s": None})["back_after_fault_end_s"]
+    assert not _judge("rolling", {**ok, "longest_below_before_s": 45.0})["longest_below_before_s"]
+    assert not _judge("rolling", ok, handshake_failures=3)["handshake_failures"]
+
+
+def test_ramp_check_reads_the_load_generators_progress_first() -> None:
+    from siokit.drills import load as drill_load
+
+    progress = (
+        "[ramp    1.0s] held 120/3000  attempts 130  failed 0  connect p50 12ms  reconnects 0  echo 0  bcast rx 0\n"
+        "[ramp    2.0s] held 2999/3000  attempts 3000  failed 0  connect p50 12ms  reconnects 0  echo 0  bcast rx 0\n"
+        "[hold    3.0s] held 3000/3000  attempts 3000  failed 0  connect p50 12ms  reconnects 0  echo 0  bcast rx 0\n"
+    )
+    assert drill_load.last_held(progress) == 3000
+    assert drill_load.last_held(progress.splitlines()[0]) == 120
+    assert drill_load.last_held("siokit load: starting\n") is None
+
+    class Busy:  # instances too busy to answer /metrics: every one None
+        samples = ServerSamples()
+
+        def sample(self) -> dict[str, int | None]:
+            return {"app1:8001": None, "app2:8001": None}
+
+    class Held:
+        def held(self) -> int | None:
+            return 3000
+
+    assert drill_load.wait_for_sockets(Busy(), 3000, 5, Held()) == 3000  # type: ignore[arg-type]
+    assert drill_load.wait_for_sockets(Busy(), 3000, 0.1) == 0  # type: ignore[arg-type]

@@ -124,3 +124,16 @@ def test_drills_and_bench_without_a_cluster_are_one_line(
     assert lines == [
         f"{what}: the local cluster is not running (lb, app1, app2, loadgen missing): run `make up` first"
     ], proc.stderr
+
+
+def test_converge_keeps_the_secrets_of_the_state_dir(fake: dict[str, str], tmp_path: Path) -> None:
+    """A converge from another checkout (SIOKIT_STATE_DIR pointing at the one that deployed the
+    cluster) uses that state's credentials: it must not generate new ones in its own .siokit."""
+    molecule = tmp_path / "molecule"
+    molecule.write_text('#!/bin/sh\necho "molecule $*" >> "$FAKE_LOG"\n')
+    molecule.chmod(0o755)
+    fake.update(FAKE_RUNNING=" ".join(HOSTS), MOLECULE=str(molecule))
+    _cluster(fake, "converge", "--tags", "app")  # health then fails: no lb answers here
+    runs = [c for c in _calls(fake) if c.startswith("molecule converge")]
+    creds = Path(fake["SIOKIT_STATE_DIR"]) / "credentials"
+    assert runs == [f"molecule converge -s cluster -- -e plan_credentials_dir={creds} --tags app"], _calls(fake)

@@ -15,6 +15,7 @@ def test_defaults() -> None:
     assert cfg.async_mode is None
     assert cfg.websocket_driver == "event"
     assert ":" in cfg.instance_id  # hostname:pid
+    assert cfg.release == ""
 
 
 def test_all_variables() -> None:
@@ -29,6 +30,7 @@ def test_all_variables() -> None:
             "SIOKIT_MAX_MESSAGE_BYTES": "2048",
             "SIOKIT_ASYNC_MODE": "gevent_uwsgi",
             "SIOKIT_WEBSOCKET_DRIVER": "stock",
+            "SIOKIT_RELEASE": " 2.4.1-drill ",
         }
     )
     assert cfg.message_queue == "redis://:pw@10.0.0.5:6379/0"
@@ -38,6 +40,7 @@ def test_all_variables() -> None:
     assert cfg.instance_id == "app1:5001"
     assert cfg.async_mode == "gevent_uwsgi"
     assert cfg.websocket_driver == "stock"
+    assert cfg.release == "2.4.1-drill"
     assert "s3cret" not in repr(cfg)
 
 

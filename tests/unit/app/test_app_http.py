@@ -12,6 +12,7 @@ def test_healthz(app: Any, connect: Any) -> None:
     body = app.test_client().get("/healthz").json
     assert body["status"] == "ok"
     assert body["instance"] == "unit:1"
+    assert body["release"] == ""  # none given
     assert body["connected"] == 2
     assert body["sockets"] == {"/": 1, "/anonymous": 1}
     assert body["async_mode"] == "threading"
@@ -59,3 +60,12 @@ def test_oversized_polling_post_is_refused_before_engineio(app: Any, connect: An
     resp = http.post("/socket.io/?EIO=4&transport=polling&sid=x", data=b"4hello")
     assert resp.status_code == 400  # within the limit: Engine.IO's own answer (unknown sid)
     assert http.get("/healthz").status_code == 200
+
+
+def test_livez_answers_before_flask(app: Any) -> None:
+    resp = app.test_client().get("/livez")
+    assert resp.status_code == 204
+    assert resp.data == b""
+    # Not a Flask route: the before_request hooks and the handshake counter never see it.
+    assert all(rule.rule != "/livez" for rule in app.url_map.iter_rules())
+    assert app.test_client().get("/livez/x").status_code == 404
