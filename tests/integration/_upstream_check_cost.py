@@ -56,7 +56,7 @@ def main() -> None:
     check = sys.argv[1] == "check"
     n = int(sys.argv[2]) if len(sys.argv) > 2 else 1500
     state = Path(tempfile.mkdtemp(prefix="siokit-check-cost-"))
-    overrides = {} if check else {"nginx_upstream_check": ""}
+    overrides = {"nginx_upstream_check": "/livez" if check else ""}
     stack = LocalStack(state_dir=state, port=free_base_port(), instances=2, sockets=2000, overrides=overrides)
     try:
         up(stack)
