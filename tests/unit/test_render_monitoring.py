@@ -73,7 +73,7 @@ def test_promtool_refuses_a_config_whose_rules_are_missing(tmp_path: Path) -> No
 def test_everything_listens_on_the_private_address(tmp_path: Path) -> None:
     out = _render(tmp_path)
     assert "--web.listen-address=10.0.0.15:9090 " in (out / "default/prometheus").read_text()
-    assert 'ARGS="--web.listen-address=10.0.0.15:9100"' in (out / "default/prometheus-node-exporter").read_text()
+    assert "--web.listen-address=10.0.0.15:9100 " in (out / "default/prometheus-node-exporter").read_text()
     nginx = (out / "default/prometheus-nginx-exporter").read_text()
     assert "-nginx.scrape-uri=http://127.0.0.1:8081/nginx_status " in nginx
     assert "-web.listen-address=10.0.0.15:9113" in nginx
