@@ -22,8 +22,9 @@ def free_base_port() -> int:
     raise RuntimeError("no free port")
 
 
-def start_stack(tmp: Path, balance: str) -> LocalStack:
-    stack = LocalStack(state_dir=tmp, port=free_base_port(), instances=2, balance=balance, sockets=2000)
+def start_stack(tmp: Path, balance: str, **options: bool) -> LocalStack:
+    """Two instances on a free port; `options` go to LocalStack (e.g. admin_ui=True)."""
+    stack = LocalStack(state_dir=tmp, port=free_base_port(), instances=2, balance=balance, sockets=2000, **options)
     try:
         up(stack)
     except Exception:

@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 import socketio
 
-from siokit.lab.local import LocalStack, down, up
+from siokit.lab.local import LocalStack, down
 
 from .admin_ui_page import NAMESPACE, dashboard_clients, log_in, namespace_sockets, servers_clients
 from .chromium import REPORTS, chromium
-from .conftest import free_base_port
+from .conftest import start_stack
 
 pytestmark = pytest.mark.integration
 ROOT_CLIENTS = 6
@@ -30,13 +30,7 @@ ROOT_CLIENTS = 6
 @pytest.fixture(scope="module")
 def ui_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     tmp = tmp_path_factory.mktemp("stack-admin-ui")
-    stack = LocalStack(state_dir=tmp, port=free_base_port(), instances=2, balance="hash_remote_addr", admin_ui=True)
-    try:
-        up(stack)
-    except Exception:
-        logs = "\n".join(f"--- {p}\n{p.read_text()[-3000:]}" for p in sorted(tmp.rglob("*.log")))
-        down(tmp)
-        raise RuntimeError(f"loopback stack failed to start\n{logs}") from None
+    stack = start_stack(tmp, "hash_remote_addr", admin_ui=True)
     yield stack
     down(tmp)
 
