@@ -16,6 +16,11 @@ upstream group's name (e.g. upstream="siokit_app"). Why not mtail (Debian's log-
 is one more daemon and one more scrape target; this is stdlib Python on the lb, started by systemd
 (templates/systemd/siokit-nginx-errors.service.j2), copied there alone by the nginx role.
 
+Every upstream of the rendered config (--upstream) is exported from the start with 0 for the
+statuses nginx gives a failed attempt (502 refused/reset, 504 timed out): a counter that only
+appears with its first error hides that error from increase() and rate(), which need two samples,
+and from a dashboard until then. Other statuses appear when first seen.
+
 The counters start at zero when the program starts (read from the end of the log, so that old lines
 are not counted again); Prometheus' rate() takes the reset. A rotated log (new inode, or shorter than
 what was read) is read to its end, then the new one from its start.
@@ -34,6 +39,8 @@ from collections import Counter
 from typing import IO
 
 METRIC = "siokit_nginx_upstream_errors_total"
+# What nginx logs for an attempt that could not connect or was reset (502) or timed out (504).
+PRESET_STATUSES = ("502", "504")
 PROM_FILE = "siokit_nginx_upstream.prom"
 # log_format siokit_upstream '$msec $status "$upstream_addr" "$upstream_status"'
 LINE = re.compile(r'^(?P<msec>\d+(?:\.\d+)?) (?P<status>\d{3}) "(?P<addrs>[^"]*)" "(?P<statuses>[^"]*)"$')
@@ -53,6 +60,11 @@ def failed_attempts(line: str) -> list[tuple[str, str]]:
     if len(addrs) != len(statuses):
         return []
     return [(a.strip(), s.strip()) for a, s in zip(addrs, statuses, strict=True) if s.strip().startswith("5")]
+
+
+def preset(upstreams: list[str]) -> dict[tuple[str, str], int]:
+    """Zero for every known upstream and failed status, so that each series exists before its first error."""
+    return {(u, s): 0 for u in upstreams for s in PRESET_STATUSES}
 
 
 def _escape(value: str) -> str:
@@ -131,9 +143,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--log", required=True, help="the nginx log written with log_format siokit_upstream")
     ap.add_argument("--textfile-dir", required=True, help="node exporter's --collector.textfile.directory")
     ap.add_argument("--interval", type=float, default=5.0)
+    ap.add_argument(
+        "--upstream", action="append", default=[], help="an upstream server (ip:port), exported from the start"
+    )
     ap.add_argument("--once", action="store_true", help="read the whole log once, write the file, exit")
     args = ap.parse_args(argv)
-    counts: Counter[tuple[str, str]] = Counter()
+    counts: Counter[tuple[str, str]] = Counter(preset(args.upstream))
     follower = LogFollower(args.log, from_start=args.once)
     while True:
         for line in follower.lines():

@@ -87,3 +87,16 @@ def test_main_once_writes_the_textfile(tmp_path: Path) -> None:
     assert promtool, "promtool not found: run scripts/deps.sh (Debian package 'prometheus')"
     check = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, check=False)
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_known_upstreams_are_exported_at_zero_before_any_error(tmp_path: Path) -> None:
+    # increase() and rate() need two samples: a series born with its first error hides that error.
+    log = tmp_path / "up.log"
+    log.write_text(REFUSED + "\n")
+    args = ["--log", str(log), "--textfile-dir", str(tmp_path), "--once"]
+    assert nginx_errors.main([*args, "--upstream", "127.0.0.1:18991", "--upstream", "127.0.0.1:18992"]) == 0
+    text = (tmp_path / "siokit_nginx_upstream.prom").read_text()
+    assert 'siokit_nginx_upstream_errors_total{upstream="127.0.0.1:18991",status="502"} 1' in text
+    assert 'siokit_nginx_upstream_errors_total{upstream="127.0.0.1:18991",status="504"} 0' in text
+    assert 'siokit_nginx_upstream_errors_total{upstream="127.0.0.1:18992",status="502"} 0' in text
+    assert 'siokit_nginx_upstream_errors_total{upstream="127.0.0.1:18992",status="504"} 0' in text
