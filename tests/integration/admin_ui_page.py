@@ -15,6 +15,7 @@ NAMESPACE = "/admin-ui"
 def log_in(driver: Any, url: str, user: str, password: str, timeout: float = 20) -> Any:
     """Open the UI at `url`/admin-ui/ through nginx's basic auth and log in to the app's namespace;
     returns a WebDriverWait once the app bar says CONNECTED."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -29,7 +30,9 @@ def log_in(driver: Any, url: str, user: str, password: str, timeout: float = 20)
         NAMESPACE,
     )
     driver.get(page)
-    wait = WebDriverWait(driver, timeout)
+    # The UI re-renders its tables on every stats update: a row read between find and use is stale,
+    # which only means "read again" (seen on the cluster: test_87 failed once on it).
+    wait = WebDriverWait(driver, timeout, ignored_exceptions=(StaleElementReferenceException,))
     wait.until(lambda d: _field(d, "Username").is_displayed())
     _field(driver, "Username").send_keys(user)
     _field(driver, "Password").send_keys(password)
