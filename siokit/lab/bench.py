@@ -68,16 +68,24 @@ def read_server_count(base: str, namespace: str = "/", timeout: float = 3.0) -> 
 
 _DISCONNECTS = re.compile(r"^siokit_disconnects_total\{([^}]*)\}\s+([0-9.eE+-]+)\s*$", re.M)
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+_SLOW = re.compile(r"^siokit_slow_consumer_closes_total(?:\{\})?\s+([0-9.eE+-]+)\s*$", re.M)
+# Not a python-engineio reason: the fan-out writer's closes of sockets past their backlog bound
+# (app/upstream/frame_writer.py), all namespaces, counted again inside "transport close".
+SLOW_CONSUMER = "slow consumer close (also in transport close)"
 
 
 def parse_disconnects(metrics_text: str, namespace: str = "/") -> dict[str, int]:
     """``siokit_disconnects_total`` of one instance's /metrics, by python-engineio's reason, for
-    ``namespace`` (the load's clients; the admin client's namespace apart)."""
+    ``namespace`` (the load's clients; the admin client's namespace apart), and its slow-consumer
+    closes under ``SLOW_CONSUMER``."""
     out: dict[str, int] = {}
     for labels, value in _DISCONNECTS.findall(metrics_text):
         kv = dict(_LABEL.findall(labels))
         if kv.get("namespace") == namespace and "reason" in kv:
             out[kv["reason"]] = out.get(kv["reason"], 0) + int(float(value))
+    slow = _SLOW.search(metrics_text)
+    if slow:
+        out[SLOW_CONSUMER] = int(float(slow.group(1)))
     return out
 
 
@@ -131,11 +139,13 @@ def compare_disconnects(report: dict[str, Any], samples: list[dict[str, Any]]) -
                 delta = last.get(reason, 0)
             if delta:
                 server[reason] = server.get(reason, 0) + delta
+    slow = server.pop(SLOW_CONSUMER, 0)
     return {
         "read": True,
         "window_s": [read[0]["t"], read[-1]["t"]],
         "server_by_reason": dict(sorted(server.items())),
         "server_total": sum(server.values()),
+        "server_slow_consumer_closes": slow,
         "client": client,
         "note": "; ".join(sorted(set(notes))) or None,
     }
@@ -353,7 +363,8 @@ def run(target: Target, load_args: list[str], out: Path, key: str, floor_gib: fl
     if d["read"]:
         print(
             f"bench: drops, load generator: {d['client']['drops']} {d['client']['drop_reasons']}; "
-            f"servers' disconnects in the same window: {d['server_total']} {d['server_by_reason']}",
+            f"servers' disconnects in the same window: {d['server_total']} {d['server_by_reason']}, "
+            f"of which slow-consumer closes: {d['server_slow_consumer_closes']}",
             file=sys.stderr,
             flush=True,
         )

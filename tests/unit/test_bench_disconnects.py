@@ -14,12 +14,15 @@ siokit_disconnects_total{namespace="/",reason="ping timeout"} 21.0
 siokit_disconnects_total{namespace="/admin",reason="transport close"} 3.0
 # HELP siokit_disconnects_created Socket.IO disconnects
 siokit_disconnects_created{namespace="/",reason="transport close"} 1.7e+09
+# TYPE siokit_slow_consumer_closes counter
+siokit_slow_consumer_closes_total 12.0
+siokit_slow_consumer_closes_created 1.7e+09
 """
 
 
 def test_parse_disconnects_reads_one_namespace() -> None:
-    assert bench.parse_disconnects(METRICS) == {"transport close": 659, "ping timeout": 21}
-    assert bench.parse_disconnects(METRICS, "/admin") == {"transport close": 3}
+    assert bench.parse_disconnects(METRICS) == {"transport close": 659, "ping timeout": 21, bench.SLOW_CONSUMER: 12}
+    assert bench.parse_disconnects(METRICS, "/admin") == {"transport close": 3, bench.SLOW_CONSUMER: 12}
     assert bench.parse_disconnects("") == {}
 
 
@@ -32,14 +35,21 @@ def test_compare_disconnects_takes_the_hold_window_and_names_a_restart() -> None
     samples = [
         {"t": 0.5, "disconnects": {a: {"transport close": 2}, b: {}}},
         {"t": 8.0, "disconnects": {a: {"transport close": 2, "server disconnect": 4}, b: None}},
-        {"t": 14.0, "disconnects": {a: {"transport close": 5, "server disconnect": 4}, b: {"ping timeout": 1}}},
+        {
+            "t": 14.0,
+            "disconnects": {
+                a: {"transport close": 5, "server disconnect": 4, bench.SLOW_CONSUMER: 2},
+                b: {"ping timeout": 1},
+            },
+        },
         # after the hold: the teardown's closes are not drops
         {"t": 20.0, "disconnects": {a: {"transport close": 900}, b: {"transport close": 900}}},
     ]
     got = bench.compare_disconnects(_report(8, {"tcp_reset": 3, "eio_close_packet": 4, "ws_close_1011": 1}), samples)
     assert got["read"] and got["window_s"] == [0.5, 14.0]
     assert got["server_by_reason"] == {"ping timeout": 1, "server disconnect": 4, "transport close": 3}
-    assert got["server_total"] == 8
+    assert got["server_total"] == 8  # the slow-consumer closes are inside "transport close"
+    assert got["server_slow_consumer_closes"] == 2
     assert got["client"] == {"drops": 8, "drop_reasons": {"tcp_reset": 3, "eio_close_packet": 4, "ws_close_1011": 1}}
     assert got["note"] is None
 
