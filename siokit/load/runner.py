@@ -217,8 +217,9 @@ def _loop_lag(
         by_worker: dict[str, float] = {}
         worst, who = 0.0, None
         for wid, st in sorted(per_worker.items()):
-            # a stall is stamped with the second it ended in: it ended inside [at, until)
-            mine = max((lag for sec, lag in st.loop_stalls.items() if int(at) <= sec < until), default=0.0)
+            # the window a stall began in: the admin client's loop stalls too, so no broadcast is
+            # sent during a stall of worker 0 and a stall lies in one window
+            mine = max((lag for lag, began in st.loop_stalls.values() if at <= began < until), default=0.0)
             if mine:
                 by_worker[str(wid)] = round(mine * 1000, 1)
             if mine > worst:

@@ -177,8 +177,9 @@ class WorkerStats:
     # the worker's event-loop lag: how late a 50 ms timer fired (worker.py, _lag_monitor)
     loop_lag: Histogram = field(default_factory=Histogram)
     loop_lag_max_s: float = 0.0
-    # wall-clock second -> longest stall (s) that ended in it, for stalls >= STALL_S only
-    loop_stalls: dict[int, float] = field(default_factory=dict)
+    # wall-clock second a stall began in -> (its length s, the wall time it began), the longest
+    # of that second, for stalls >= STALL_S only: at most one entry per second of the run
+    loop_stalls: dict[int, tuple[float, float]] = field(default_factory=dict)
     echo_sent: int = 0
     echo_timeouts: int = 0
     dead_peers: int = 0  # connections dropped because no Engine.IO ping came in interval + timeout
@@ -220,13 +221,15 @@ class WorkerStats:
         self.drop_reasons[reason] += 1
 
     def on_loop_lag(self, lag: float, wall: float) -> None:
+        """``lag`` s late, noticed at wall-clock time ``wall`` (the stall's end)."""
         self.loop_lag.add(lag)
         if lag > self.loop_lag_max_s:
             self.loop_lag_max_s = lag
         if lag >= STALL_S:
-            sec = int(wall)
-            if lag > self.loop_stalls.get(sec, 0.0):
-                self.loop_stalls[sec] = lag
+            began = wall - lag
+            sec = int(began)
+            if lag > self.loop_stalls.get(sec, (0.0, 0.0))[0]:
+                self.loop_stalls[sec] = (lag, began)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -248,7 +251,7 @@ class WorkerStats:
             "reconnect_failures": dict(self.reconnect_failures),
             "loop_lag": self.loop_lag.to_dict(),
             "loop_lag_max_s": self.loop_lag_max_s,
-            "loop_stalls": {str(k): v for k, v in self.loop_stalls.items()},
+            "loop_stalls": {str(k): list(v) for k, v in self.loop_stalls.items()},
             "echo_sent": self.echo_sent,
             "echo_timeouts": self.echo_timeouts,
             "rss_kb": self.rss_kb,
@@ -281,7 +284,7 @@ class WorkerStats:
         if "loop_lag" in d:
             s.loop_lag = Histogram.from_dict(d["loop_lag"])
         s.loop_lag_max_s = float(d.get("loop_lag_max_s", 0.0))
-        s.loop_stalls = {int(k): float(v) for k, v in d.get("loop_stalls", {}).items()}
+        s.loop_stalls = {int(k): (float(v[0]), float(v[1])) for k, v in d.get("loop_stalls", {}).items()}
         return s
 
     def merge(self, other: WorkerStats) -> None:
@@ -307,8 +310,8 @@ class WorkerStats:
         self.reconnect_failures.update(other.reconnect_failures)
         self.loop_lag.merge(other.loop_lag)
         self.loop_lag_max_s = max(self.loop_lag_max_s, other.loop_lag_max_s)
-        for sec, lag in other.loop_stalls.items():
-            self.loop_stalls[sec] = max(lag, self.loop_stalls.get(sec, 0.0))
+        for sec, stall in other.loop_stalls.items():
+            self.loop_stalls[sec] = max(stall, self.loop_stalls.get(sec, (0.0, 0.0)))
 
 
 def merge_all(snapshots: list[dict[str, Any]]) -> WorkerStats:

@@ -60,10 +60,11 @@ def _instances(stack: LocalStack) -> list[str]:
 
 
 def _load(stack: LocalStack, report: Path, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "SIOKIT_ADMIN_TOKEN": stack.admin_secret}  # not on the command line
     opts = ["--connections", str(CLIENTS), "--workers", "1", "--reconnect-min", "0.3", "--reconnect-max", "1"]
     cmd = [sys.executable, "-m", "siokit.load", "--no-progress", "--url", stack.url, "--report", str(report)]
     cmd += [*opts, *args]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
 def _finish(proc: subprocess.Popen[str], report: Path) -> dict[str, Any]:
@@ -138,3 +139,44 @@ def test_a_killed_instance_s_clients_are_counted_as_eof_without_close_frame(stac
     # the survivor closed no client of its own while they came over
     assert survivor_before is not None and survivor_after == survivor_before
     assert r["connections"]["held_at_end"] == CLIENTS  # all back, on the survivor
+
+
+def _children(pid: int) -> list[int]:
+    kids: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        kids += [int(k) for k in (task / "children").read_text().split()]
+    return kids
+
+
+def test_a_stalled_load_worker_shows_as_its_own_loop_lag_in_the_broadcast_window(
+    stack: LocalStack, tmp_path: Path
+) -> None:
+    """SIGSTOP the load generator's one worker for 1.5 s during the hold: the report must show a
+    stall of that size, on that worker, in the window of the broadcast it fell in, and no drop (the
+    servers' ping timeout is far longer): the figure names the component that held the run back."""
+    report = tmp_path / "stall.json"
+    proc = _load(stack, report, "--hold", "9", "--broadcast-every", "2")
+    try:
+        _wait_held(stack, CLIENTS, timeout=30)
+        time.sleep(3)  # inside the hold, a broadcast or two sent
+        workers = [k for k in _children(proc.pid) if b"siokit" in Path(f"/proc/{k}/cmdline").read_bytes()]
+        assert len(workers) == 1, workers  # --workers 1 (multiprocessing may add a resource tracker)
+        t_stop = time.time()
+        os.kill(workers[0], signal.SIGSTOP)
+        time.sleep(1.5)
+        os.kill(workers[0], signal.SIGCONT)
+        r = _finish(proc, report)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    lag = r["loop_lag"]
+    assert 1400 <= lag["max_ms"] < 5000, lag
+    assert lag["per_worker_max_ms"] == {"0": lag["max_ms"]}
+    # the window it began in; worker 0 also sends the broadcasts, so none went out during it
+    stalled = [b for b in lag["per_broadcast"] if b["max_stall_ms"] >= 1400]
+    assert len(stalled) == 1 and stalled[0]["worker"] == 0, lag["per_broadcast"]
+    sent = {b["seq"]: b["sent_at"] for b in r["broadcast"]["per_broadcast"]}
+    seq = stalled[0]["seq"]
+    assert sent[seq] <= t_stop and (seq + 1 not in sent or sent[seq + 1] >= t_stop + 1.4), (sent, t_stop)
+    assert r["connections"]["drops"] == 0
+    assert r["broadcast"]["sent"] >= 3

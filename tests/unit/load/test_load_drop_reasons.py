@@ -198,13 +198,14 @@ def test_drop_reasons_and_loop_lag_survive_the_pipe_and_merge() -> None:
     b.reconnect_failures["refused"] += 2
     a.on_loop_lag(0.002, 1000.5)
     a.on_loop_lag(0.4, 1001.2)
-    b.on_loop_lag(1.5, 1001.9)
+    b.on_loop_lag(1.5, 1002.0)
     total = merge_all([a.to_dict(), b.to_dict()])
     assert total.drops == 3
     assert total.drop_reasons == {transport.RESET: 2, EIO_CLOSE_PACKET: 1}
     assert total.reconnect_failures == {"refused": 2}
     assert total.loop_lag_max_s == 1.5 and total.loop_lag.count == 3
-    assert total.loop_stalls == {1001: 1.5}  # 2 ms is no stall; the longer one of second 1001 is kept
+    # 2 ms is no stall; of the two that began in second 1000, the longer is kept, with its start
+    assert total.loop_stalls == {1000: (1.5, 1000.5)}
     assert UNKNOWN not in total.drop_reasons
 
 
@@ -220,6 +221,7 @@ def test_the_report_puts_reasons_beside_drops_and_each_broadcasts_stalls_and_dro
     w0.on_loop_lag(0.3, 1012.4)  # broadcast 1's window: [1010, 1020)
     w1.on_loop_lag(2.5, 1023.0)  # broadcast 2's window: [1020, end)
     w1.on_loop_lag(0.05, 1011.0)  # under the stall threshold: not a stall
+    w1.on_loop_lag(1.0, 1020.5)  # began at 1019.5, in broadcast 1's window, ended in 2's
     w1.on_drop(transport.RESET)
     w1.on_drop(transport.EOF_NO_CLOSE)
     total = merge_all([w0.to_dict(), w1.to_dict()])
@@ -231,6 +233,7 @@ def test_the_report_puts_reasons_beside_drops_and_each_broadcasts_stalls_and_dro
     lag = r["loop_lag"]
     assert lag["max_ms"] == 2500.0 and lag["per_worker_max_ms"] == {"0": 300.0, "1": 2500.0}
     b1, b2 = lag["per_broadcast"]
-    assert (b1["seq"], b1["max_stall_ms"], b1["worker"], b1["drops"]) == (1, 300.0, 0, 0)
+    assert (b1["seq"], b1["max_stall_ms"], b1["worker"], b1["drops"]) == (1, 1000.0, 1, 0)
+    assert b1["stall_ms_by_worker"] == {"0": 300.0, "1": 1000.0}
     assert (b2["seq"], b2["max_stall_ms"], b2["worker"], b2["drops"]) == (2, 2500.0, 1, 2)
     assert b2["stall_ms_by_worker"] == {"1": 2500.0}
