@@ -139,6 +139,11 @@ def run(plan: Plan, stream: TextIO = sys.stderr) -> dict[str, Any]:
                     f"[{phase} {now - t_start:6.1f}s] held {agg.connected}/{plan.total}  "
                     f"attempts {agg.attempts}  failed {fails}  connect p50 {p50s}  "
                     f"reconnects {agg.reconnects}  echo {agg.echo.count}  bcast rx {agg.received_total()}"
+                    + (
+                        f"  drops {agg.drops} ({', '.join(f'{k}={v}' for k, v in agg.drop_reasons.most_common(3))})"
+                        if agg.drops
+                        else ""
+                    )
                 )
             exited = {i for i, p in enumerate(procs) if not p.is_alive()}
             if len(finals) == len(procs) and len(closed | exited) == len(procs):
