@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -65,11 +66,89 @@ def read_server_count(base: str, namespace: str = "/", timeout: float = 3.0) -> 
     return int(n) if isinstance(n, int) else None
 
 
+_DISCONNECTS = re.compile(r"^siokit_disconnects_total\{([^}]*)\}\s+([0-9.eE+-]+)\s*$", re.M)
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+_SLOW = re.compile(r"^siokit_slow_consumer_closes_total(?:\{\})?\s+([0-9.eE+-]+)\s*$", re.M)
+# Not a python-engineio reason: the fan-out writer's closes of sockets past their backlog bound
+# (app/upstream/frame_writer.py), all namespaces, counted again inside "transport close".
+SLOW_CONSUMER = "slow consumer close (also in transport close)"
+
+
+def parse_disconnects(metrics_text: str, namespace: str = "/") -> dict[str, int]:
+    """``siokit_disconnects_total`` of one instance's /metrics, by python-engineio's reason, for
+    ``namespace`` (the load's clients; the admin client's namespace apart), and its slow-consumer
+    closes under ``SLOW_CONSUMER``."""
+    out: dict[str, int] = {}
+    for labels, value in _DISCONNECTS.findall(metrics_text):
+        kv = dict(_LABEL.findall(labels))
+        if kv.get("namespace") == namespace and "reason" in kv:
+            out[kv["reason"]] = out.get(kv["reason"], 0) + int(float(value))
+    slow = _SLOW.search(metrics_text)
+    if slow:
+        out[SLOW_CONSUMER] = int(float(slow.group(1)))
+    return out
+
+
+def read_server_disconnects(base: str, namespace: str = "/", timeout: float = 3.0) -> dict[str, int] | None:
+    """The instance's own disconnect counters by reason (its /metrics), None if it did not answer."""
+    try:
+        with urllib.request.urlopen(f"{base}/metrics", timeout=timeout) as resp:
+            return parse_disconnects(resp.read().decode("utf-8", "replace"), namespace)
+    except (OSError, ValueError):
+        return None
+
+
 def _count_sampler(stop: threading.Event, urls: list[str], samples: list[dict[str, Any]], t0: float) -> None:
     while not stop.is_set():
         counts = {u: read_server_count(u) for u in urls}
-        samples.append({"t": round(time.monotonic() - t0, 2), "counts": counts})
+        # the servers' reasons for every disconnect, beside the load generator's drop reasons
+        disconnects = {u: read_server_disconnects(u) for u in urls}
+        samples.append({"t": round(time.monotonic() - t0, 2), "counts": counts, "disconnects": disconnects})
         stop.wait(1.0)
+
+
+def compare_disconnects(report: dict[str, Any], samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """The servers' disconnects by reason from the first reading to the last one inside the hold
+    (the teardown's closes left out), beside the load generator's drops by reason in the same run.
+
+    The two sides name the same event differently: a server's ``transport close`` is the client's
+    close or reset, or anything in between (nginx) closing it; a server's ``ping timeout`` is a
+    pong that did not arrive in time; ``server disconnect`` reaches the client as an Engine.IO
+    close packet. An instance that restarted (its counters went down) or did not answer is named."""
+    client = {
+        "drops": int(report["connections"].get("drops", 0)),
+        "drop_reasons": dict(report["connections"].get("drop_reasons", {})),
+    }
+    hold_end = float(report["duration"]["ramp_s"]) + float(report["duration"]["hold_s"])
+    read = [s for s in samples if "disconnects" in s and s["t"] <= hold_end]
+    if not read:
+        return {"read": False, "client": client, "note": "no server instance's /metrics read during the run"}
+    urls = sorted(read[0]["disconnects"])
+    server: dict[str, int] = {}
+    notes = []
+    for u in urls:
+        got = [s["disconnects"].get(u) for s in read if s["disconnects"].get(u) is not None]
+        if len(got) < 2:
+            notes.append(f"{u}: /metrics not read twice in the run")
+            continue
+        first, last = got[0], got[-1]
+        for reason in set(first) | set(last):
+            delta = last.get(reason, 0) - first.get(reason, 0)
+            if delta < 0:  # restarted: its counters began again; what it counted since is a lower bound
+                notes.append(f"{u}: counters reset (restarted) during the run")
+                delta = last.get(reason, 0)
+            if delta:
+                server[reason] = server.get(reason, 0) + delta
+    slow = server.pop(SLOW_CONSUMER, 0)
+    return {
+        "read": True,
+        "window_s": [read[0]["t"], read[-1]["t"]],
+        "server_by_reason": dict(sorted(server.items())),
+        "server_total": sum(server.values()),
+        "server_slow_consumer_closes": slow,
+        "client": client,
+        "note": "; ".join(sorted(set(notes))) or None,
+    }
 
 
 def compare_counts(report: dict[str, Any], samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -279,6 +358,16 @@ def run(target: Target, load_args: list[str], out: Path, key: str, floor_gib: fl
     if guard:
         summary["memory_guard"] = guard
     summary["server_counts"] = compare_counts(report, count_samples)
+    summary["disconnects"] = compare_disconnects(report, count_samples)
+    d = summary["disconnects"]
+    if d["read"]:
+        print(
+            f"bench: drops, load generator: {d['client']['drops']} {d['client']['drop_reasons']}; "
+            f"servers' disconnects in the same window: {d['server_total']} {d['server_by_reason']}, "
+            f"of which slow-consumer closes: {d['server_slow_consumer_closes']}",
+            file=sys.stderr,
+            flush=True,
+        )
     if report.get("broadcast", {}).get("per_broadcast"):
         summary["broadcast_cpu"] = broadcast_costs(readings, report)
     if summary["server_counts"]["match"] is False:

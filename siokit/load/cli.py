@@ -37,6 +37,10 @@ def main(argv: list[str] | None = None, prog: str = "siokit load") -> int:
         "failures": report["failures"],
         "latency_ms": {k: {q: v.get(q) for q in ("p50", "p99", "max")} for k, v in report["latency_ms"].items()},
         "reconnects": report["connections"]["reconnects"],
+        "drops": report["connections"]["drops"],
+        "drop_reasons": report["connections"]["drop_reasons"],
+        "reconnect_failures": report["connections"]["reconnect_failures"],
+        "loop_lag_max_ms": report["loop_lag"]["max_ms"],
         "errors": report["errors"],
         "diagnosis": report["diagnosis"],
     }

@@ -41,9 +41,15 @@ from .protocol import (
     parse_sio,
 )
 from .stats import WorkerStats
-from .transport import Conn, ConnClosed, HTTPStatusError, PollingConn, WebSocketConn
+from .transport import WRITE_FAILED, Conn, ConnClosed, HTTPStatusError, PollingConn, WebSocketConn, lost_reason
 
 ECHO_TIMEOUT = 30.0
+
+# Drop reasons the client itself decides (transport.py has the ones the socket tells).
+EIO_CLOSE_PACKET = "eio_close_packet"  # Engine.IO "1": the server closed the session
+SIO_DISCONNECT_PACKET = "sio_disconnect_packet"  # Socket.IO "1" on our namespace: the server disconnected us
+DEAD_PEER = "client_ping_timeout"  # no Engine.IO ping within interval + timeout (the JS client's rule)
+UNKNOWN = "unknown"  # a path that did not say why: a test asserts it stays 0
 
 
 @dataclass(frozen=True)
@@ -141,7 +147,7 @@ class VirtualClient:
         self.stopping = False
         self._ack_seq = 0
         self._pending: dict[int, float] | None = None
-        self._done: asyncio.Future[None] | None = None  # set when a callback-served conn ends
+        self._done: asyncio.Future[str] | None = None  # set, with the reason, when the conn ends
         self.pings = 0  # Engine.IO pings heard (the worker resets it when the hold starts)
         self.last_ping = 0.0  # monotonic time of the last ping (or of the open packet)
         self.dead_after = 0.0  # ping interval + ping timeout from the handshake, seconds
@@ -188,8 +194,9 @@ class VirtualClient:
             await _quiet_close(conn)
             raise
 
-    async def connect_once(self) -> bool:
-        """Open the transport and the namespace, recording latency or the failure reason."""
+    async def connect_once(self, retry: bool = False) -> bool:
+        """Open the transport and the namespace, recording latency or the failure reason (also in
+        ``reconnect_failures`` when ``retry``: a drop's sequel, e.g. refused by a dead instance)."""
         st = self.stats
         st.attempts += 1
         t0 = time.monotonic()
@@ -199,9 +206,14 @@ class VirtualClient:
             raise
         except ConnectError:
             st.fail("connect_error")
+            if retry:
+                st.reconnect_failures["connect_error"] += 1
             return False
         except Exception as exc:
-            st.fail(classify(exc))
+            reason = classify(exc)
+            st.fail(reason)
+            if retry:
+                st.reconnect_failures[reason] += 1
             return False
         if self.stopping:  # closed while the handshake was in flight
             await _quiet_close(conn)
@@ -221,33 +233,45 @@ class VirtualClient:
 
         On the websocket transport every message is handled inside the protocol's
         ``data_received`` (``on_text``), with no coroutine woken per message: that wake-up was a
-        large share of the worker's CPU per received broadcast (WSProtocol's docstring)."""
+        large share of the worker's CPU per received broadcast (WSProtocol's docstring).
+        Every way out yields the reason of the end, counted per drop (``drop_reasons``)."""
         conn = self.conn
         assert conn is not None
+        done = self._done = asyncio.get_running_loop().create_future()
+        reason = UNKNOWN
         try:
             if isinstance(conn, WebSocketConn):
                 proto = conn.proto
-                done = self._done = asyncio.get_running_loop().create_future()
                 proto.on_lost = self._conn_lost
                 proto.handler = self.on_text
                 while proto.inbox and not done.done():
                     self.on_text(proto.inbox.popleft())
                 if proto.transport is None:
-                    self._conn_lost()
-                await done
+                    self._conn_lost(proto.why or UNKNOWN)
+                reason = await done
             else:
                 while self.on_text(await conn.recv()):
                     pass
-        except (ConnClosed, ConnectionError, OSError):
-            pass
+                reason = done.result() if done.done() else UNKNOWN
+        except asyncio.CancelledError:
+            reason = "cancelled"  # teardown: stopping is set, not a drop
+            raise
+        except HTTPStatusError as exc:  # polling: the server forgot the session (400) or failed
+            reason = f"http_{exc.status}"
+        except (ConnClosed, ConnectionError, OSError) as exc:
+            reason = lost_reason(exc)
+        except Exception as exc:  # a bug in handling a packet: counted, not silent
+            reason = f"client_error_{type(exc).__name__}"
         finally:
+            if done.done() and reason != "cancelled":  # the first cause (e.g. a dead peer) wins
+                reason = done.result()
             self._done = None
-            self._lost()
+            self._lost(reason)
 
-    def _conn_lost(self) -> None:
+    def _conn_lost(self, reason: str | None = None) -> None:
         done = self._done
         if done is not None and not done.done():
-            done.set_result(None)
+            done.set_result(reason or UNKNOWN)
 
     def on_text(self, text: str) -> bool:
         """Handle one Engine.IO packet; False when the session is over."""
@@ -271,14 +295,14 @@ class VirtualClient:
                 try:
                     conn.send_nowait(EIO_PONG)
                 except ConnClosed:
-                    return self._end()
+                    return self._end(WRITE_FAILED)
             return True
         if kind == EIO_CLOSE:
-            return self._end()
+            return self._end(EIO_CLOSE_PACKET)
         return True
 
-    def _end(self) -> bool:
-        self._conn_lost()
+    def _end(self, reason: str) -> bool:
+        self._conn_lost(reason)
         return False
 
     def _on_packet(self, text: str) -> bool:
@@ -298,7 +322,7 @@ class VirtualClient:
             if sent is not None:
                 st.echo.add(time.monotonic() - sent)
         elif pkt.type == SIO_DISCONNECT:
-            return self._end()
+            return self._end(SIO_DISCONNECT_PACKET)
         return True
 
     def check_alive(self, now: float) -> bool:
@@ -309,10 +333,10 @@ class VirtualClient:
             return True
         if self.cfg.counted:
             self.stats.dead_peers += 1
+        self._conn_lost(DEAD_PEER)  # before the abort: its connection_lost must not claim the drop
         conn = self.conn
         if isinstance(conn, WebSocketConn):
-            conn.abort()
-        self._conn_lost()
+            conn.abort(DEAD_PEER)
         if not isinstance(conn, WebSocketConn) and conn is not None:
             asyncio.get_running_loop().create_task(_quiet_close(conn))
         return False
@@ -329,13 +353,13 @@ class VirtualClient:
         elif seq is not None:
             self.stats.broadcast_received[seq] += 1
 
-    def _lost(self) -> None:
+    def _lost(self, reason: str) -> None:
         if self.ns_ok:
             self.ns_ok = False
             if self.cfg.counted:
                 self.stats.connected -= 1
                 if not self.stopping:
-                    self.stats.drops += 1
+                    self.stats.on_drop(reason)
         conn, self.conn = self.conn, None
         if conn is not None:
             asyncio.get_running_loop().create_task(_quiet_close(conn))
@@ -354,12 +378,12 @@ class VirtualClient:
                 if retry and counted:
                     self.stats.reconnect_attempts += 1
                 if self.gate is None:
-                    ok = await self.connect_once()
+                    ok = await self.connect_once(retry)
                 else:
                     async with self.gate:
                         if self.stopping:
                             break
-                        ok = await self.connect_once()
+                        ok = await self.connect_once(retry)
                 if first is not None and not first.done():
                     first.set_result(ok)
                 if ok:

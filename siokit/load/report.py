@@ -238,6 +238,10 @@ def render_html(r: dict[str, Any]) -> str:
         "".join(f"<tr><th>{_esc(k)}</th><td>{_fmt(v)}</td></tr>" for k, v in r["failures"].items())
         or "<tr><td>none</td></tr>"
     )
+    drop_rows = (
+        "".join(f"<tr><th>{_esc(k)}</th><td>{_fmt(v)}</td></tr>" for k, v in con.get("drop_reasons", {}).items())
+        or "<tr><td>none</td></tr>"
+    )
     per_b = r["broadcast"]["per_broadcast"]
     figures = [
         connections_figure(r.get("timeline", [])),
@@ -270,6 +274,7 @@ def render_html(r: dict[str, Any]) -> str:
                 ("reconnects", con["reconnects"]),
                 ("reconnect attempts", con.get("reconnect_attempts")),
                 ("drops", con["drops"]),
+                ("event-loop lag max ms (worst worker)", r.get("loop_lag", {}).get("max_ms")),
                 ("client RSS KB per connection (whole processes)", r.get("client", {}).get("rss_kb_per_connection")),
                 ("client CPU s", r.get("client", {}).get("cpu_s")),
             ]
@@ -282,6 +287,8 @@ def render_html(r: dict[str, Any]) -> str:
 {divs[1]}
 <h2>Handshake failures by reason</h2>
 <table>{fail_rows}</table>
+<h2>Drops by reason (as the clients saw them)</h2>
+<table>{drop_rows}</table>
 <h2>Broadcasts</h2>
 <p>sent {_fmt(r["broadcast"]["sent"])}, deliveries {_fmt(r["broadcast"]["received_total"])}</p>
 {divs[2]}

@@ -125,6 +125,7 @@ def run(plan: Plan, stream: TextIO = sys.stderr) -> dict[str, Any]:
                         "attempts": agg.attempts,
                         "failures": sum(agg.failures.values()),
                         "reconnects": agg.reconnects,
+                        "drops": agg.drops,
                         "client_rss_kb": agg.rss_kb,
                         "client_cpu_ms": agg.cpu_ms,
                         "received": agg.received_total(),
@@ -138,6 +139,11 @@ def run(plan: Plan, stream: TextIO = sys.stderr) -> dict[str, Any]:
                     f"[{phase} {now - t_start:6.1f}s] held {agg.connected}/{plan.total}  "
                     f"attempts {agg.attempts}  failed {fails}  connect p50 {p50s}  "
                     f"reconnects {agg.reconnects}  echo {agg.echo.count}  bcast rx {agg.received_total()}"
+                    + (
+                        f"  drops {agg.drops} ({', '.join(f'{k}={v}' for k, v in agg.drop_reasons.most_common(3))})"
+                        if agg.drops
+                        else ""
+                    )
                 )
             exited = {i for i, p in enumerate(procs) if not p.is_alive()}
             if len(finals) == len(procs) and len(closed | exited) == len(procs):
@@ -182,6 +188,7 @@ def run(plan: Plan, stream: TextIO = sys.stderr) -> dict[str, Any]:
         peak,
         peak_rss,
         grace,
+        {wid: WorkerStats.from_dict(snap) for wid, snap in finals.items()},
     )
     report["teardown"] = teardown
     report["diagnosis"] = ports_exhausted(plan.plans, finals, local_port_range())
@@ -197,6 +204,50 @@ def _per_broadcast(total: WorkerStats) -> list[dict[str, Any]]:
                      "sent_at": total.broadcast_sent_at.get(seq),
                      **{q: lat.get(q) for q in ("p50", "p90", "p95", "p99", "max")}})  # fmt: skip
     return rows
+
+
+def _loop_lag(
+    total: WorkerStats, per_worker: dict[int, WorkerStats], timeline: list[dict[str, Any]], wall_start: float
+) -> dict[str, Any]:
+    """Each worker's event-loop lag (how late a 50 ms timer fired), and per broadcast (from its
+    send to the next one's, or to the end) the longest stall of any worker and the drops in that
+    window: a drop after a long stall of the client's own loop is the load generator's doing."""
+    from .stats import STALL_S
+    from .worker import LAG_TICK
+
+    sent = sorted(total.broadcast_sent_at.items())
+    rows = []
+    for i, (seq, at) in enumerate(sent):
+        until = sent[i + 1][1] if i + 1 < len(sent) else float("inf")
+        by_worker: dict[str, float] = {}
+        worst, who = 0.0, None
+        for wid, st in sorted(per_worker.items()):
+            # the window a stall began in: the admin client's loop stalls too, so no broadcast is
+            # sent during a stall of worker 0 and a stall lies in one window
+            mine = max((lag for lag, began in st.loop_stalls.values() if at <= began < until), default=0.0)
+            if mine:
+                by_worker[str(wid)] = round(mine * 1000, 1)
+            if mine > worst:
+                worst, who = mine, wid
+        in_window = [s for s in timeline if at <= wall_start + float(s["t"]) < until]
+        before = [s for s in timeline if wall_start + float(s["t"]) < at]
+        drops = None
+        if in_window:
+            drops = int(in_window[-1].get("drops", 0)) - (int(before[-1].get("drops", 0)) if before else 0)
+        rows.append({"seq": seq, "max_stall_ms": round(worst * 1000, 1), "worker": who,
+                     "stall_ms_by_worker": by_worker, "drops": drops})  # fmt: skip
+    summary = _ms(total.loop_lag.summary())
+    return {
+        "tick_ms": LAG_TICK * 1000,
+        "samples": summary.get("count"),
+        "p50_ms": summary.get("p50"),
+        "p99_ms": summary.get("p99"),
+        "max_ms": round(total.loop_lag_max_s * 1000, 1),
+        "per_worker_max_ms": {str(w): round(st.loop_lag_max_s * 1000, 1) for w, st in sorted(per_worker.items())},
+        "stalls_over_ms": STALL_S * 1000,
+        "stalls_over": sum(len(st.loop_stalls) for st in per_worker.values()),  # worker-seconds with one
+        "per_broadcast": rows,
+    }
 
 
 def _pings(total: WorkerStats, held: int) -> dict[str, Any]:
@@ -250,6 +301,7 @@ def build_report(
     peak: int,
     peak_rss_kb: int = 0,
     stop_grace_s: float | None = None,
+    per_worker: dict[int, WorkerStats] | None = None,
 ) -> dict[str, Any]:
     fanout = total.fanout_pooled()
     return {
@@ -281,6 +333,10 @@ def build_report(
             "reconnects": total.reconnects,
             "reconnect_attempts": total.reconnect_attempts,
             "drops": total.drops,
+            # why, per drop, as the client saw it (docs/loadgen.md lists the reasons); sums to drops
+            "drop_reasons": dict(total.drop_reasons.most_common()),
+            # what reconnecting clients met (also counted in "failures")
+            "reconnect_failures": dict(total.reconnect_failures.most_common()),
             "transports": dict(total.transports),
         },
         "client": {
@@ -293,6 +349,7 @@ def build_report(
             "hold": _cpu_per_message(timeline),
         },
         "pings": _pings(total, total.connected),
+        "loop_lag": _loop_lag(total, per_worker or {}, timeline, wall_start),
         "failures": dict(total.failures),
         "latency_ms": {
             "connect": _ms(total.connect.summary()),

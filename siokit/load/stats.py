@@ -132,6 +132,8 @@ class Histogram:
         return h
 
 
+STALL_S = 0.1  # a loop lag this long is kept with its time (loop_stalls): long enough to matter
+
 # integer fields of WorkerStats that merge by addition (gauges too: they add up across workers)
 COUNTERS = (
     "broadcasts_sent",
@@ -168,6 +170,16 @@ class WorkerStats:
     reconnects: int = 0  # successful re-connections after a drop or a failed first attempt
     reconnect_attempts: int = 0
     drops: int = 0  # connections lost while they should have stayed up
+    # why each drop happened, as the client saw it (transport.py, client.py): sums to ``drops``
+    drop_reasons: Counter[str] = field(default_factory=Counter)
+    # handshake failures of reconnects (also in ``failures``): what a dropped client met next
+    reconnect_failures: Counter[str] = field(default_factory=Counter)
+    # the worker's event-loop lag: how late a 50 ms timer fired (worker.py, _lag_monitor)
+    loop_lag: Histogram = field(default_factory=Histogram)
+    loop_lag_max_s: float = 0.0
+    # wall-clock second a stall began in -> (its length s, the wall time it began), the longest
+    # of that second, for stalls >= STALL_S only: at most one entry per second of the run
+    loop_stalls: dict[int, tuple[float, float]] = field(default_factory=dict)
     echo_sent: int = 0
     echo_timeouts: int = 0
     dead_peers: int = 0  # connections dropped because no Engine.IO ping came in interval + timeout
@@ -204,6 +216,21 @@ class WorkerStats:
     def fail(self, reason: str) -> None:
         self.failures[reason] += 1
 
+    def on_drop(self, reason: str) -> None:
+        self.drops += 1
+        self.drop_reasons[reason] += 1
+
+    def on_loop_lag(self, lag: float, wall: float) -> None:
+        """``lag`` s late, noticed at wall-clock time ``wall`` (the stall's end)."""
+        self.loop_lag.add(lag)
+        if lag > self.loop_lag_max_s:
+            self.loop_lag_max_s = lag
+        if lag >= STALL_S:
+            began = wall - lag
+            sec = int(began)
+            if lag > self.loop_stalls.get(sec, (0.0, 0.0))[0]:
+                self.loop_stalls[sec] = (lag, began)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "connect": self.connect.to_dict(),
@@ -220,6 +247,11 @@ class WorkerStats:
             "reconnects": self.reconnects,
             "reconnect_attempts": self.reconnect_attempts,
             "drops": self.drops,
+            "drop_reasons": dict(self.drop_reasons),
+            "reconnect_failures": dict(self.reconnect_failures),
+            "loop_lag": self.loop_lag.to_dict(),
+            "loop_lag_max_s": self.loop_lag_max_s,
+            "loop_stalls": {str(k): list(v) for k, v in self.loop_stalls.items()},
             "echo_sent": self.echo_sent,
             "echo_timeouts": self.echo_timeouts,
             "rss_kb": self.rss_kb,
@@ -247,6 +279,12 @@ class WorkerStats:
         s.pings_held = Counter({int(k): int(v) for k, v in d.get("pings_held", {}).items()})
         s.ping_interval_s = float(d.get("ping_interval_s", 0.0))
         s.ping_timeout_s = float(d.get("ping_timeout_s", 0.0))
+        s.drop_reasons = Counter(d.get("drop_reasons", {}))
+        s.reconnect_failures = Counter(d.get("reconnect_failures", {}))
+        if "loop_lag" in d:
+            s.loop_lag = Histogram.from_dict(d["loop_lag"])
+        s.loop_lag_max_s = float(d.get("loop_lag_max_s", 0.0))
+        s.loop_stalls = {int(k): (float(v[0]), float(v[1])) for k, v in d.get("loop_stalls", {}).items()}
         return s
 
     def merge(self, other: WorkerStats) -> None:
@@ -268,6 +306,12 @@ class WorkerStats:
         self.pings_held.update(other.pings_held)
         self.ping_interval_s = max(self.ping_interval_s, other.ping_interval_s)
         self.ping_timeout_s = max(self.ping_timeout_s, other.ping_timeout_s)
+        self.drop_reasons.update(other.drop_reasons)
+        self.reconnect_failures.update(other.reconnect_failures)
+        self.loop_lag.merge(other.loop_lag)
+        self.loop_lag_max_s = max(self.loop_lag_max_s, other.loop_lag_max_s)
+        for sec, stall in other.loop_stalls.items():
+            self.loop_stalls[sec] = max(stall, self.loop_stalls.get(sec, (0.0, 0.0)))
 
 
 def merge_all(snapshots: list[dict[str, Any]]) -> WorkerStats:

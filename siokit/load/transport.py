@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import hashlib
 import random
 import socket
@@ -62,6 +63,39 @@ async def open_tcp(host: str, port: int, source_ip: str | None) -> socket.socket
 
 class ConnClosed(Exception):
     """The transport is gone (server close, reset, EOF)."""
+
+
+# Why a connection ended, as the client observed it (siokit load's drop reasons; docs/loadgen.md).
+# The first cause wins: a close frame, then the TCP close that follows it, count once as the frame.
+EOF_NO_CLOSE = "eof_no_close_frame"  # TCP FIN without a websocket close frame before it
+RESET = "tcp_reset"  # ECONNRESET: the peer (server, proxy or kernel) sent a RST
+BAD_FRAME = "client_bad_frame"  # the client aborted: masked or oversized frame from the server
+WRITE_FAILED = "client_write_failed"  # a write (pong, echo) found the transport gone
+
+
+def lost_reason(exc: BaseException | None) -> str:
+    """The reason for a connection lost with ``exc`` (None: orderly EOF) and no close frame seen."""
+    if exc is None:
+        return EOF_NO_CLOSE
+    cause = exc.__cause__ if isinstance(exc, ConnClosed) and exc.__cause__ is not None else exc
+    if isinstance(cause, ConnectionResetError):
+        return RESET
+    if isinstance(cause, BrokenPipeError):
+        return "tcp_broken_pipe"
+    if isinstance(cause, TimeoutError):
+        return "tcp_timeout"  # ETIMEDOUT: retransmissions or keepalive gave up
+    if isinstance(cause, asyncio.IncompleteReadError | ConnClosed):
+        return EOF_NO_CLOSE
+    if isinstance(cause, OSError) and cause.errno:
+        return f"os_{errno.errorcode.get(cause.errno, cause.errno)}"
+    return f"error_{type(cause).__name__}"
+
+
+def close_reason(payload: bytes) -> str:
+    """The reason for a websocket close frame from the server: its status code (RFC 6455 7.4)."""
+    if len(payload) < 2:
+        return "ws_close_no_code"
+    return f"ws_close_{int.from_bytes(payload[:2], 'big')}"
 
 
 class HTTPStatusError(Exception):
@@ -132,7 +166,7 @@ class WSProtocol(asyncio.Protocol):
 
     __slots__ = (
         "_buf", "_closing", "_drain", "_frag", "_key", "_request", "_status", "_waiter", "handler",
-        "inbox", "on_lost", "transport",
+        "inbox", "on_lost", "transport", "why",
     )  # fmt: skip
 
     def __init__(self, request: bytes, key: bytes) -> None:
@@ -147,7 +181,8 @@ class WSProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.inbox: deque[str] = deque()
         self.handler: Any = None  # callable(text); set once the namespace is connected
-        self.on_lost: Any = None  # callable(); the connection is gone
+        self.on_lost: Any = None  # callable(reason); the connection is gone
+        self.why: str | None = None  # the first cause of the end this protocol saw (close frame, own abort)
 
     # ------------------------------------------------------------ asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -184,7 +219,7 @@ class WSProtocol(asyncio.Protocol):
                     break
                 length, head = int.from_bytes(buf[pos + 2 : pos + 10], "big"), 10
             if b1 & 0x80 or length > MAX_MESSAGE:  # servers never mask (RFC 6455 5.1)
-                self._abort()
+                self._abort(BAD_FRAME)
                 return
             end = pos + head + length
             if end > n:
@@ -200,7 +235,7 @@ class WSProtocol(asyncio.Protocol):
             elif op == _OP_CONT and self._frag is not None:
                 self._frag += payload
                 if len(self._frag) > MAX_MESSAGE:
-                    self._abort()
+                    self._abort(BAD_FRAME)
                     return
                 if b0 & 0x80:
                     whole, self._frag = bytes(self._frag), None
@@ -208,6 +243,8 @@ class WSProtocol(asyncio.Protocol):
             elif op == _OP_PING:
                 self._write(encode_frame(payload, _OP_PONG))
             elif op == _OP_CLOSE:
+                if self.why is None:
+                    self.why = close_reason(payload)
                 if not self._closing:
                     self._closing = True
                     self._write(encode_frame(payload[:2], _OP_CLOSE))
@@ -218,6 +255,8 @@ class WSProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        if self.why is None:
+            self.why = lost_reason(exc)
         status = self._status
         if status is not None and not status.done():
             status.set_exception(ConnClosed("closed during the websocket handshake"))
@@ -226,7 +265,7 @@ class WSProtocol(asyncio.Protocol):
             self._drain.set_result(None)
         if self.on_lost is not None:
             cb, self.on_lost = self.on_lost, None
-            cb()
+            cb(self.why)
 
     def pause_writing(self) -> None:
         if self._drain is None or self._drain.done():
@@ -256,14 +295,21 @@ class WSProtocol(asyncio.Protocol):
         status.set_exception(exc)
         self._abort()
 
-    def _abort(self) -> None:
+    def _abort(self, why: str | None = None) -> None:
+        if self.why is None and why is not None:
+            self.why = why
         if self.transport is not None:
             self.transport.abort()
 
     def _deliver(self, payload: bytes) -> None:
         text = payload.decode("utf-8", "replace")
         if self.handler is not None:
-            self.handler(text)
+            try:
+                self.handler(text)
+            except Exception as exc:
+                # Left to the event loop, this would close the socket (a reset for the server, if
+                # bytes were unread) with a log line per client and no reason counted.
+                self._abort(f"client_error_{type(exc).__name__}")
             return
         self.inbox.append(text)
         self._wake()
@@ -322,8 +368,8 @@ class WebSocketConn:
             raise ConnClosed("closed")
         p._write(encode_frame(text.encode()))
 
-    def abort(self) -> None:
-        self.proto._abort()
+    def abort(self, why: str | None = None) -> None:
+        self.proto._abort(why)
 
     async def send(self, text: str) -> None:
         self.send_nowait(text)
@@ -451,7 +497,7 @@ class PollingConn:
         try:
             body = await self._request("GET")
         except (ConnectionError, asyncio.IncompleteReadError) as exc:
-            raise ConnClosed(str(exc)) from None
+            raise ConnClosed(str(exc)) from exc  # the cause is the drop's reason (lost_reason)
         self._inbox.extend(split_payload(body))
 
     async def _flush(self) -> None:
@@ -461,7 +507,7 @@ class PollingConn:
         try:
             await self._request("POST", join_payload(packets))
         except (ConnectionError, asyncio.IncompleteReadError) as exc:
-            raise ConnClosed(str(exc)) from None
+            raise ConnClosed(str(exc)) from exc
 
     def send_nowait(self, text: str) -> None:
         if self._closed:

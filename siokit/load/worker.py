@@ -57,6 +57,9 @@ CLOSE_BASE_S = 30.0
 CLOSE_PER_CLIENT_S = 0.002  # closes are a frame write + TCP close; 500/s leaves room for a busy host
 PARENT_SLACK_S = 30.0  # the final snapshot, process exit, a loaded host
 SWEEP_EVERY = 1.0  # dead-peer check over all clients; ~2 ms per 10k clients
+# Loop-lag probe period: 20 wake-ups a second cost nothing next to the clients, and a stall that
+# makes the server see a client late (pongs, reads) is far longer than 50 ms.
+LAG_TICK = 0.05
 
 
 def close_deadline_s(connections: int) -> float:
@@ -109,6 +112,15 @@ class Worker:
             now = time.monotonic()
             for c in self.clients:
                 c.check_alive(now)
+
+    async def _lag_monitor(self) -> None:
+        """How late this loop runs a timer: while it is late, no client of this worker reads,
+        answers a ping or writes. A drop that follows a long stall is the load generator's doing."""
+        loop = asyncio.get_running_loop()
+        while True:
+            t0 = loop.time()
+            await asyncio.sleep(LAG_TICK)
+            self.stats.on_loop_lag(max(0.0, loop.time() - t0 - LAG_TICK), time.time())
 
     async def _ramp(self) -> None:
         p = self.plan
@@ -221,6 +233,7 @@ class Worker:
     async def main(self) -> None:
         reporter = asyncio.get_running_loop().create_task(self._reporter())
         sweeper = asyncio.get_running_loop().create_task(self._sweep())
+        lagger = asyncio.get_running_loop().create_task(self._lag_monitor())
         ramp = asyncio.get_running_loop().create_task(self._ramp())
         stopped = asyncio.ensure_future(self._wait_evt(self.stop_evt))
         await asyncio.wait([ramp, stopped], return_when=asyncio.FIRST_COMPLETED)
@@ -244,6 +257,7 @@ class Worker:
         self.stats.rss_kb = process_rss_kb()
         self.stats.cpu_ms = process_cpu_ms()
         sweeper.cancel()
+        lagger.cancel()
         self.stats.pings_held = Counter(c.pings for c in self.clients if c.ns_ok)
         # The final report goes before the teardown: closing 16,000 clients on two busy cores can
         # outlast the parent's grace (the 160k run of 2026-12-02), and a worker terminated mid-close

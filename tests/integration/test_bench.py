@@ -54,6 +54,12 @@ def test_small_loopback_bench_measures_every_component(tmp_path: Path) -> None:
     assert measured["components"]["uwsgi"]["kb_per_socket"] > 0
     assert measured["components"]["nginx"]["kb_per_socket"] > 0
     assert measured["held_sockets"] == 300
+    # The servers' disconnects by reason beside the load generator's drops by reason: a quiet run
+    # has none on either side (the teardown's closes come after the hold and are left out).
+    d = measured["disconnects"]
+    assert d["read"] is True and d["note"] is None, d
+    assert d["client"] == {"drops": 0, "drop_reasons": {}}
+    assert d["server_total"] == 0 and d["server_slow_consumer_closes"] == 0, d
     # The broadcasts above needed the admin token: it went through the environment, not the command line.
     assert "siokit.load" in bench["command"] and "admin-token" not in bench["command"]
     # The HTML report beside bench.json (drawn by siokit bench from the JSON, on the cluster too).

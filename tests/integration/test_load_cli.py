@@ -249,6 +249,11 @@ def test_reconnects_after_server_restart(server: Server, tmp_path: Path) -> None
     assert r["connections"]["held_at_end"] == n
     assert proc.returncode == 1  # failures during the outage make the run "not ok"
     assert set(r["failures"]) <= {"refused", "reset", "closed", "timeout"}
+    # SIGKILL: the kernel closed the server's sockets (FIN, or RST where it had unread bytes); the
+    # failures all came from reconnects (the first connects all succeeded)
+    reasons = r["connections"]["drop_reasons"]
+    assert set(reasons) <= {"eof_no_close_frame", "tcp_reset"} and sum(reasons.values()) == n, reasons
+    assert r["connections"]["reconnect_failures"] == r["failures"]
 
 
 def test_polling_transport_one_connection_per_client(server: Server, tmp_path: Path) -> None:
