@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from siokit.lab import server_series as ss
-from siokit.lab.bench import Target, server_side
+from siokit.lab.bench import Target, cluster_prometheus, server_side
+from siokit.lab.bench import main as bench_main
 
 START = 1_796_300_000.0
 
@@ -219,3 +220,12 @@ def test_bench_with_a_failing_prometheus_keeps_the_run() -> None:
     target = Target("t", "http://x", [], "", [], "", prometheus_url="http://127.0.0.1:9")
     got = server_side(target, START, START + 10)
     assert got["collected"] is False and "http://127.0.0.1:9 failed" in got["note"]
+
+
+def test_bench_prometheus_option() -> None:
+    # no Docker needed: the option wins over looking for the cluster's monitor container
+    assert cluster_prometheus("none") == (None, "--prometheus none")
+    assert cluster_prometheus("http://10.0.0.9:9090") == ("http://10.0.0.9:9090", "")
+    with pytest.raises(SystemExit) as exc:
+        bench_main(["--target", "loopback", "--prometheus", "http://10.0.0.9:9090"])
+    assert exc.value.code == 2
