@@ -166,22 +166,23 @@ def to_series(result: list[dict[str, Any]], t0: float, scale: float = 1.0) -> di
     return dict(sorted(out.items()))
 
 
-def per_instance(series: Mapping[str, Mapping[str, dict[str, Any]]]) -> dict[str, dict[str, float | None]]:
-    """Per instance: peak sockets, peak RSS, mean and peak CPU over the window."""
+def per_instance(series: Mapping[str, Mapping[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Per instance: its host, peak sockets, peak RSS, mean and peak CPU over the window."""
 
     def stat(name: str, instance: str, fn: Callable[[list[float]], float]) -> float | None:
         values = series.get(name, {}).get(instance, {}).get("v") or []
         return round(fn(values), 3) if values else None
 
-    instances = sorted({i for rows in series.values() for i in rows})
+    hosts = {i: str(row.get("host", "")) for rows in series.values() for i, row in rows.items()}
     return {
         i: {
+            "host": hosts[i],
             "sockets_peak": stat("sockets", i, max),
             "rss_mib_peak": stat("rss_mib", i, max),
             "cpu_cores_mean": stat("cpu_cores", i, lambda v: sum(v) / len(v)),
             "cpu_cores_peak": stat("cpu_cores", i, max),
         }
-        for i in instances
+        for i in sorted(hosts)
     }
 
 

@@ -241,7 +241,7 @@ def _server_html(server: dict[str, Any] | None, divs: list[str]) -> str:
     cols = ("sockets_peak", "rss_mib_peak", "cpu_cores_mean", "cpu_cores_peak")
     heads = "".join(f"<th>{_esc(c)}</th>" for c in ("instance", *cols))
     rows = "".join(
-        f"<tr><th>{_esc(i)}</th>" + "".join(f"<td>{_esc(_fmt(v.get(c)))}</td>" for c in cols) + "</tr>"
+        f"<tr><th>{_esc(' '.join(filter(None, (v.get('host'), i))))}</th>" + "".join(f"<td>{_esc(_fmt(v.get(c)))}</td>" for c in cols) + "</tr>"
         for i, v in server["per_instance"].items()
     )
     return (

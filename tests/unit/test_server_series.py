@@ -77,14 +77,29 @@ def test_to_series_relative_time_scale_and_dropped_nan() -> None:
 
 def test_per_instance_peaks_and_means() -> None:
     series = {
-        "sockets": {"a:1": {"t": [0, 15], "v": [10.0, 150.0]}},
-        "rss_mib": {"a:1": {"t": [0, 15], "v": [140.0, 152.5]}, "b:1": {"t": [0], "v": [100.0]}},
-        "cpu_cores": {"a:1": {"t": [0, 15], "v": [0.1, 0.3]}},
+        "sockets": {"a:1": {"host": "a", "t": [0, 15], "v": [10.0, 150.0]}},
+        "rss_mib": {
+            "a:1": {"host": "a", "t": [0, 15], "v": [140.0, 152.5]},
+            "b:1": {"host": "b", "t": [0], "v": [100.0]},
+        },
+        "cpu_cores": {"a:1": {"host": "a", "t": [0, 15], "v": [0.1, 0.3]}},
     }
     stats = ss.per_instance(series)
-    assert stats["a:1"] == {"sockets_peak": 150.0, "rss_mib_peak": 152.5, "cpu_cores_mean": 0.2, "cpu_cores_peak": 0.3}
+    assert stats["a:1"] == {
+        "host": "a",
+        "sockets_peak": 150.0,
+        "rss_mib_peak": 152.5,
+        "cpu_cores_mean": 0.2,
+        "cpu_cores_peak": 0.3,
+    }
     # b:1 had no socket or CPU series in the window: None, not 0
-    assert stats["b:1"] == {"sockets_peak": None, "rss_mib_peak": 100.0, "cpu_cores_mean": None, "cpu_cores_peak": None}
+    assert stats["b:1"] == {
+        "host": "b",
+        "sockets_peak": None,
+        "rss_mib_peak": 100.0,
+        "cpu_cores_mean": None,
+        "cpu_cores_peak": None,
+    }
 
 
 def targets_answer(scraped_at: str = "2026-12-03T12:53:40.90778569Z") -> dict[str, Any]:
