@@ -160,7 +160,7 @@ def to_series(result: list[dict[str, Any]], t0: float, scale: float = 1.0) -> di
         for stamp, value in row["values"]:
             v = float(value) * scale
             if math.isfinite(v):
-                ts.append(round(float(stamp) - t0, 2))
+                ts.append(round(float(stamp) - t0, 2) + 0.0)  # + 0.0: no "-0.0"
                 vs.append(round(v, 4))
         out[instance] = {"host": row["metric"].get("host", ""), "t": ts, "v": vs}
     return dict(sorted(out.items()))
@@ -173,11 +173,15 @@ def per_instance(series: Mapping[str, Mapping[str, dict[str, Any]]]) -> dict[str
         values = series.get(name, {}).get(instance, {}).get("v") or []
         return round(fn(values), 3) if values else None
 
+    def count(instance: str) -> int | None:
+        peak = stat("sockets", instance, max)
+        return None if peak is None else int(peak)
+
     hosts = {i: str(row.get("host", "")) for rows in series.values() for i, row in rows.items()}
     return {
         i: {
             "host": hosts[i],
-            "sockets_peak": stat("sockets", i, max),
+            "sockets_peak": count(i),
             "rss_mib_peak": stat("rss_mib", i, max),
             "cpu_cores_mean": stat("cpu_cores", i, lambda v: sum(v) / len(v)),
             "cpu_cores_peak": stat("cpu_cores", i, max),

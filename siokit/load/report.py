@@ -210,6 +210,8 @@ def server_figure(
     import plotly.graph_objects as go
 
     fig = _figure(f"{title} per uWSGI instance (Prometheus)", "time since start (s)", unit)
+    # One entry per instance (ten on the local cluster): a column beside the plot, not over its title.
+    fig.update_layout(legend={"orientation": "v", "x": 1.02, "xanchor": "left", "y": 1.0, "yanchor": "top"})
     fig.update_yaxes(rangemode="tozero")
     for instance, row in by_instance.items():
         name = f"{row['host']} {instance}" if row.get("host") else instance
@@ -238,10 +240,18 @@ def _server_html(server: dict[str, Any] | None, divs: list[str]) -> str:
     if not server.get("collected"):
         return f"{head}<p>Not collected: {_esc(server.get('note', 'no monitor host'))}</p>"
     w = server["window"]
-    cols = ("sockets_peak", "rss_mib_peak", "cpu_cores_mean", "cpu_cores_peak")
-    heads = "".join(f"<th>{_esc(c)}</th>" for c in ("instance", *cols))
+    labels = {
+        "sockets_peak": "peak sockets",
+        "rss_mib_peak": "peak RSS (MiB)",
+        "cpu_cores_mean": "mean CPU (cores)",
+        "cpu_cores_peak": "peak CPU (cores)",
+    }
+    cols = tuple(labels)
+    heads = "".join(f"<th>{_esc(c)}</th>" for c in ("instance", *labels.values()))
     rows = "".join(
-        f"<tr><th>{_esc(' '.join(filter(None, (v.get('host'), i))))}</th>" + "".join(f"<td>{_esc(_fmt(v.get(c)))}</td>" for c in cols) + "</tr>"
+        f"<tr><th>{_esc(' '.join(filter(None, (v.get('host'), i))))}</th>"
+        + "".join(f"<td>{_esc(_fmt(v.get(c)))}</td>" for c in cols)
+        + "</tr>"
         for i, v in server["per_instance"].items()
     )
     return (
