@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from siokit import planner, sysctls
-from siokit.lab import broadcast_cpu, procstats, slo
+from siokit.lab import broadcast_cpu, procstats, server_series, slo
 from siokit.lab.deployment import role_path
 from siokit.load.report import write_html
 from siokit.render import ROOT
@@ -49,6 +49,8 @@ class Target:
     interrupt: Any = None  # callable(load Popen): stop the load generator gracefully (SIGINT)
     containers: set[str] | None = None  # cluster: the stack's containers
     instance_urls: list[str] = field(default_factory=list)  # each server instance's own /healthz base
+    prometheus_url: str | None = None  # the monitor host's Prometheus, as this machine reaches it
+    no_prometheus: str = "no monitor host"  # why there is none: the report says it
 
 
 def read_server_count(base: str, namespace: str = "/", timeout: float = 3.0) -> int | None:
@@ -286,6 +288,19 @@ def summarize(
     }
 
 
+def server_side(target: Target, start: float, end: float) -> dict[str, Any]:
+    """Sockets, CPU and memory per uWSGI instance over [start, end] from the monitor host's Prometheus.
+    A Prometheus that fails is reported in the result (and on stderr), not raised: the run stands."""
+    if not target.prometheus_url:
+        return server_series.not_collected(target.no_prometheus)
+    get = server_series.http_getter(target.prometheus_url)
+    try:
+        return server_series.collect(get, start, end, source=target.prometheus_url)
+    except (server_series.PrometheusError, KeyError, ValueError) as exc:
+        print(f"bench: no server-side series: {exc}", file=sys.stderr, flush=True)
+        return server_series.not_collected(f"Prometheus at {target.prometheus_url} failed: {exc}")
+
+
 def run(target: Target, load_args: list[str], out: Path, key: str, floor_gib: float = 1.5) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     roots = dict(target.roots or {})
@@ -312,6 +327,7 @@ def run(target: Target, load_args: list[str], out: Path, key: str, floor_gib: fl
     samples: list[dict[str, Any]] = []
     stop = threading.Event()
     t0 = time.monotonic()
+    wall_start = time.time()  # Prometheus' window (the containers share this machine's clock)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=sys.stderr, text=True, env=env)
     if target.roots is not None:
         roots[proc.pid] = "loadgen"
@@ -346,15 +362,17 @@ def run(target: Target, load_args: list[str], out: Path, key: str, floor_gib: fl
         cpu_thread.join()
         if target.instance_urls:
             counter.join()
+    wall_end = time.time()
     local_report = out / "load-report.json"
     if target.fetch_report:
         target.fetch_report(local_report)
     if proc.returncode not in (0, 1) or not local_report.exists():
         raise RuntimeError(f"siokit load failed (exit {proc.returncode}); see stderr above")
     report = json.loads(local_report.read_text())
-    # Drawn here from the JSON, whichever host ran the load (the cluster's loadgen has no plotly).
-    write_html(report, str(out / "load-report.html"))
     summary = summarize(baseline, samples, report, t0)
+    summary["server_series"] = server_side(target, wall_start, wall_end)
+    # Drawn here from the JSON, whichever host ran the load (the cluster's loadgen has no plotly).
+    write_html(report, str(out / "load-report.html"), server=summary["server_series"])
     if guard:
         summary["memory_guard"] = guard
     summary["server_counts"] = compare_counts(report, count_samples)
@@ -400,6 +418,7 @@ def loopback_target(args: argparse.Namespace, out: Path) -> Target:
         report_path=str(out / "load-report.json"),
         roots={pid: None for pid in stack.pids.values()},
         instance_urls=[f"http://127.0.0.1:{p}" for p in stack.app_ports],
+        no_prometheus="the loopback stack has no monitor host (no Prometheus scrapes it)",
     )
 
 
@@ -416,6 +435,20 @@ def cluster_instance_urls() -> list[str]:
         ip = inspected.stdout.split()[0]
         urls += [f"http://{ip}:{port}" for port in cluster.instance_ports(host)]
     return urls
+
+
+def cluster_prometheus(override: str | None) -> tuple[str | None, str]:
+    """(URL, why none): the cluster's Prometheus when its inventory has a monitor host (the `monitor`
+    container runs), at the port Molecule publishes on 127.0.0.1 (SIOKIT_PROMETHEUS_PORT, as `make up`
+    prints it); `override` (--prometheus) wins, "none" turns it off."""
+    from siokit.drills import cluster
+
+    if override:
+        return (None, "--prometheus none") if override == "none" else (override, "")
+    running = cluster.docker_cmd(["inspect", "-f", "{{.State.Running}}", "monitor"])
+    if running.returncode != 0 or running.stdout.strip() != "true":
+        return None, "the cluster has no monitor host (no running `monitor` container)"
+    return f"http://127.0.0.1:{os.environ.get('SIOKIT_PROMETHEUS_PORT', '9090')}", ""
 
 
 def cluster_target(args: argparse.Namespace, out: Path) -> Target:
@@ -450,8 +483,11 @@ def cluster_target(args: argparse.Namespace, out: Path) -> Target:
         # `docker exec` does not forward signals: signal the oldest `siokit load` (the parent).
         subprocess.run([docker, "exec", "loadgen", "pkill", "-INT", "-o", "-f", "bin/siokit load"], check=False)
 
+    prometheus, no_prometheus = cluster_prometheus(args.prometheus)
     return Target(
         name="local cluster (lb, app1, app2, redis, loadgen containers, deployed by site.yml)",
+        prometheus_url=prometheus,
+        no_prometheus=no_prometheus,
         instance_urls=cluster_instance_urls(),
         url=args.url or "http://lb:80",
         binds=ips,
@@ -542,6 +578,12 @@ def main(argv: list[str] | None = None) -> int:
         help="also write the run's summary to RESULTS_DIR/NAME.json (commit it next to its figures)",
     )
     ap.add_argument("--results-dir", default=str(ROOT / "bench" / "results"))
+    ap.add_argument(
+        "--prometheus",
+        metavar="URL",
+        help="cluster: the Prometheus to read sockets, CPU and memory per instance from (default: the "
+        "monitor host's, when the cluster has one; 'none': skip)",
+    )
     ap.add_argument("--by-container", action="store_true", help="memory per component@container")
     ap.add_argument(
         "--min-available-gib",
@@ -569,6 +611,8 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             ap.error(str(exc))
         args.connections = args.max or args.connections  # size the stack for the last step
+    if args.prometheus and args.target != "cluster":
+        ap.error("--prometheus: the loopback stack has no monitor host")
     out = Path(args.out)
     if args.target == "cluster":
         from siokit.drills.cluster import ClusterMissing, require_cluster
@@ -601,7 +645,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.slo_p95_ms is not None:
         print(slo.format_table(bench["slo"]))
     else:
-        print(json.dumps(bench["measured"], indent=2))
+        # The server-side series are in bench.json and the HTML; their per-instance summary prints.
+        server = {k: v for k, v in bench["measured"]["server_series"].items() if k != "series"}
+        print(json.dumps({**bench["measured"], "server_series": server}, indent=2))
     if args.name:
         path = write_summary(bench, args.name, Path(args.results_dir))
         print(f"bench: summary in {path}", file=sys.stderr)

@@ -20,10 +20,11 @@ def write_json(report: dict[str, Any], path: str) -> None:
     os.replace(tmp, path)
 
 
-def write_html(report: dict[str, Any], path: str) -> None:
+def write_html(report: dict[str, Any], path: str, server: dict[str, Any] | None = None) -> None:
+    """`server`: siokit bench's server-side series (siokit/lab/server_series.py); None: no such section."""
     _ensure_dir(path)
     with open(path, "w") as fh:
-        fh.write(render_html(report))
+        fh.write(render_html(report, server))
 
 
 def _ensure_dir(path: str) -> None:
@@ -200,6 +201,66 @@ def slo_figure(slo: dict[str, Any]) -> Any:
     return fig
 
 
+def server_figure(
+    title: str, unit: str, by_instance: dict[str, dict[str, Any]], offset_s: float, hold: tuple[float, float] | None
+) -> Any:
+    """One server-side series (Prometheus), a line per uWSGI instance, on the load's time axis.
+
+    offset_s: the query window's start in seconds since the load started; hold: the hold phase."""
+    import plotly.graph_objects as go
+
+    fig = _figure(f"{title} per uWSGI instance (Prometheus)", "time since start (s)", unit)
+    # One entry per instance (ten on the local cluster): a column beside the plot, not over its title.
+    fig.update_layout(legend={"orientation": "v", "x": 1.02, "xanchor": "left", "y": 1.0, "yanchor": "top"})
+    fig.update_yaxes(rangemode="tozero")
+    for instance, row in by_instance.items():
+        name = f"{row['host']} {instance}" if row.get("host") else instance
+        fig.add_trace(go.Scatter(x=[t + offset_s for t in row["t"]], y=row["v"], name=name, mode="lines+markers"))
+    if not fig.data:
+        fig.add_annotation(text="no series", showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)
+    if hold and hold[1] > hold[0]:
+        fig.add_vrect(x0=hold[0], x1=hold[1], fillcolor="#2ca02c", opacity=0.07, line_width=0, annotation_text="hold")
+    return fig
+
+
+def server_figures(server: dict[str, Any], r: dict[str, Any]) -> list[Any]:
+    """The figures of a collected server section, in siokit/lab/server_series.py's QUERIES order."""
+    offset = float(server["window"]["start"]) - float(r.get("started_at", server["window"]["start"]))
+    ramp, hold_s = float(r["duration"]["ramp_s"]), float(r["duration"]["hold_s"])
+    return [
+        server_figure(q["title"], q["unit"], server["series"].get(name, {}), offset, (ramp, ramp + hold_s))
+        for name, q in server["queries"].items()
+    ]
+
+
+def _server_html(server: dict[str, Any] | None, divs: list[str]) -> str:
+    if server is None:
+        return ""
+    head = "<h2>Server side (Prometheus on the monitor host)</h2>"
+    if not server.get("collected"):
+        return f"{head}<p>Not collected: {_esc(server.get('note', 'no monitor host'))}</p>"
+    w = server["window"]
+    labels = {
+        "sockets_peak": "peak sockets",
+        "rss_mib_peak": "peak RSS (MiB)",
+        "cpu_cores_mean": "mean CPU (cores)",
+        "cpu_cores_peak": "peak CPU (cores)",
+    }
+    cols = tuple(labels)
+    heads = "".join(f"<th>{_esc(c)}</th>" for c in ("instance", *labels.values()))
+    rows = "".join(
+        f"<tr><th>{_esc(' '.join(filter(None, (v.get('host'), i))))}</th>"
+        + "".join(f"<td>{_esc(_fmt(v.get(c)))}</td>" for c in cols)
+        + "</tr>"
+        for i, v in server["per_instance"].items()
+    )
+    return (
+        f"{head}<p>From {_esc(server['source'])}: one point every {w['step_s']} s (scrape interval "
+        f"{_esc(_fmt(w['scrape_interval_s']))} s), CPU as a rate over {w['rate_s']} s. Each uWSGI instance's "
+        f"own /metrics (job siokit).</p><table><tr>{heads}</tr>{rows}</table>" + "".join(divs)
+    )
+
+
 def _div(fig: Any, first: bool) -> str:
     return str(fig.to_html(full_html=False, include_plotlyjs=first, config={"displaylogo": False}))
 
@@ -224,8 +285,10 @@ def write_slo_html(slo: dict[str, Any], path: str) -> None:
         fh.write(render_slo_html(slo))
 
 
-def render_html(r: dict[str, Any]) -> str:
-    """The report as one HTML file: tables and Plotly charts, the library's JS inlined once."""
+def render_html(r: dict[str, Any], server: dict[str, Any] | None = None) -> str:
+    """The report as one HTML file: tables and Plotly charts, the library's JS inlined once.
+
+    `server`: siokit bench's server-side series; collected or not, it gets a section of its own."""
     cfg, con, lat = r["config"], r["connections"], r["latency_ms"]
     hists = {k: Histogram.from_dict(v) for k, v in r.get("histograms", {}).items()}
     lat_rows = "".join(
@@ -248,6 +311,8 @@ def render_html(r: dict[str, Any]) -> str:
         latency_figure(hists),
         broadcast_figure(per_b, con["held_at_end"]),
     ]
+    if server and server.get("collected"):
+        figures += server_figures(server, r)
     divs = [_div(fig, i == 0) for i, fig in enumerate(figures)]
     errors = "".join(f"<pre>{_esc(k)}: {_esc(v)}</pre>" for k, v in r.get("errors", {}).items())
     status = "OK" if r.get("ok") else "NOT OK"
@@ -292,6 +357,7 @@ def render_html(r: dict[str, Any]) -> str:
 <h2>Broadcasts</h2>
 <p>sent {_fmt(r["broadcast"]["sent"])}, deliveries {_fmt(r["broadcast"]["received_total"])}</p>
 {divs[2]}
+{_server_html(server, divs[3:])}
 {errors}
 </body></html>
 """

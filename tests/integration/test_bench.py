@@ -65,6 +65,12 @@ def test_small_loopback_bench_measures_every_component(tmp_path: Path) -> None:
     # The HTML report beside bench.json (drawn by siokit bench from the JSON, on the cluster too).
     html = (out / "load-report.html").read_text()
     assert html.count("Plotly.newPlot(") == 3
+    # No monitor host on loopback: no Prometheus series, and the report says why.
+    assert measured["server_series"] == {
+        "collected": False,
+        "note": "the loopback stack has no monitor host (no Prometheus scrapes it)",
+    }
+    assert "Not collected: the loopback stack has no monitor host" in html
 
 
 def test_memory_guard_stops_the_load_cleanly(tmp_path: Path) -> None:

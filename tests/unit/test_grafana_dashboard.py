@@ -82,6 +82,18 @@ def test_dashboard_has_the_panels_issue_13_asks_for() -> None:
         assert words in titles, words
     queries = " ".join(expr for _, expr in _queries())
     assert "nginx_" in queries and "redis_" in queries
+    assert "siokit_nginx_upstream_errors_total" in queries
+
+
+def test_counters_born_at_their_first_event_fall_back_to_zero() -> None:
+    """siokit_nginx_upstream_errors_total exists only after nginx's first upstream error: its query
+    ends in `or on() vector(0)` (a 0 only when there is no series; a bare `or vector(0)` would add a
+    label-less 0 beside every real one), so the panel and the live "returns data" test hold on a
+    healthy deployment."""
+    exprs = [expr for _, expr in _queries() if "siokit_nginx_upstream_errors_total" in expr]
+    assert exprs
+    for expr in exprs:
+        assert re.search(r"\bor on\s*\(\s*\)\s*vector\(0\)$", expr), expr
 
 
 def test_every_query_uses_known_metrics() -> None:

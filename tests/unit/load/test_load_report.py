@@ -13,6 +13,7 @@ from siokit.load.report import (
     connections_figure,
     latency_figure,
     render_html,
+    server_figures,
     slo_figure,
     write_html,
     write_json,
@@ -193,3 +194,74 @@ def test_without_plotly_the_json_only(monkeypatch: pytest.MonkeyPatch, tmp_path:
     assert make_plan(build_parser().parse_args(args), nofile=(1024, 20000)).html is None
     with pytest.raises(UsageError, match="plotly"):
         make_plan(build_parser().parse_args([*args, "--html", str(tmp_path / "x.html")]), nofile=(1024, 20000))
+
+
+def server_section(started_at: float) -> dict:
+    """siokit bench's server-side series (siokit/lab/server_series.py collect()), 2 instances."""
+
+    def rows(values: dict[str, list[float]]) -> dict:
+        return {i: {"host": i.split(":")[0], "t": [0.0, 15.0, 30.0], "v": v} for i, v in values.items()}
+
+    return {
+        "collected": True,
+        "source": "http://127.0.0.1:9090",
+        "window": {
+            "start": started_at - 2,
+            "end": started_at + 30,
+            "step_s": 15,
+            "rate_s": 60,
+            "scrape_interval_s": 15,
+        },
+        "queries": {
+            "sockets": {"expr": "...", "unit": "sockets", "title": "Sockets"},
+            "cpu_cores": {"expr": "...", "unit": "CPU (cores)", "title": "CPU"},
+            "rss_mib": {"expr": "...", "unit": "resident memory (MiB)", "title": "Resident memory"},
+        },
+        "series": {
+            "sockets": rows({"app1:8001": [0, 150, 150], "app2:8001": [0, 140, 0]}),
+            "cpu_cores": rows({"app1:8001": [0.01, 0.2, 0.05], "app2:8001": [0.01, 0.1, 0.02]}),
+            "rss_mib": rows({"app1:8001": [140, 152.5, 150], "app2:8001": [141, 150, 149]}),
+        },
+        "per_instance": {
+            "app1:8001": {"sockets_peak": 150.0, "rss_mib_peak": 152.5, "cpu_cores_mean": 0.087, "cpu_cores_peak": 0.2},
+            "app2:8001": {"sockets_peak": 140.0, "rss_mib_peak": 150.0, "cpu_cores_mean": 0.043, "cpu_cores_peak": 0.1},
+        },
+    }
+
+
+def test_server_series_drawn_on_the_loads_clock() -> None:
+    r = synthetic_report()
+    figs = server_figures(server_section(r["started_at"]), r)
+    assert [f.layout.yaxis.title.text for f in figs] == ["sockets", "CPU (cores)", "resident memory (MiB)"]
+    assert all(f.layout.xaxis.title.text == "time since start (s)" for f in figs)
+    sockets = figs[0]
+    assert [t.name for t in sockets.data] == ["app1 app1:8001", "app2 app2:8001"]
+    # the query window started 2 s before the load did: its points move 2 s left
+    assert list(sockets.data[0].x) == [-2.0, 13.0, 28.0]
+    assert list(sockets.data[1].y) == [0, 140, 0]
+    # the hold band: ramp 2 s, hold 5 s (synthetic_report)
+    (band,) = sockets.layout.shapes
+    assert (band.x0, band.x1) == (2.0, 7.0)
+
+
+def test_html_with_server_series(tmp_path: Path) -> None:
+    r = synthetic_report()
+    path = tmp_path / "r.html"
+    write_html(r, str(path), server=server_section(r["started_at"]))
+    html = path.read_text()
+    assert html.count("Plotly.newPlot(") == 6 and html.count("plotly.js v") == 1
+    assert "Server side (Prometheus on the monitor host)" in html
+    assert "one point every 15 s" in html and "rate over 60 s" in html
+    # the per-instance table: peak sockets, peak RSS (MiB), mean and peak CPU (cores)
+    assert "<tr><th>app2:8001</th><td>140</td><td>150</td><td>0.043</td><td>0.100</td></tr>" in html
+
+
+def test_html_says_when_no_server_series() -> None:
+    r = synthetic_report()
+    html = render_html(
+        r, {"collected": False, "note": "the cluster has no monitor host (no running `monitor` container)"}
+    )
+    assert html.count("Plotly.newPlot(") == 3
+    assert "Not collected: the cluster has no monitor host (no running `monitor` container)" in html
+    # `siokit load`'s own report (no bench around it): no server section at all
+    assert "Server side" not in render_html(r)
