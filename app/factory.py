@@ -19,7 +19,7 @@ from app.http import register_routes
 from app.livez import Livez
 from app.logthrottle import ThrottledLog
 from app.metrics import Metrics
-from app.ratelimit import EventRateLimiter
+from app.ratelimit import EventRateLimiter, FanoutLimiter
 from app.rooms import PayloadError, error
 from app.state import AppState
 from app.upstream import versions
@@ -74,7 +74,9 @@ def create_app(
         }
     )
     limiter = EventRateLimiter(config.event_rate, config.event_burst, config.event_drop_limit)
-    state = AppState(config=config, metrics=metrics, socketio=socketio, limiter=limiter)
+    rate = config.fanout_rate
+    fanout = FanoutLimiter(rate, config.fanout_burst) if rate is not None else None
+    state = AppState(config=config, metrics=metrics, socketio=socketio, limiter=limiter, fanout=fanout)
     app.extensions["siokit"] = state
 
     socketio.on_namespace(ChatNamespace("/", state))

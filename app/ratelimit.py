@@ -88,3 +88,35 @@ class EventRateLimiter:
 
     def __len__(self) -> int:
         return len(self._buckets)
+
+
+class FanoutLimiter:
+    """One token bucket per instance for events that fan out to every socket (`chat`).
+
+    The per-socket limit cannot bound them: at 10 chats/s one socket asks every instance for 10
+    sends to every socket per second, more than the cores do (RELIABILITY.md, drill 8). Their cost is
+    the plan's: one emit to everyone keeps the deployment's cores busy for `broadcast_fanout_s`
+    (planner), and every instance's emits reach every socket. So with `cpu_share` of the cores for
+    them, the whole deployment may relay cpu_share / broadcast_fanout_s of them per second, and each
+    of `instances` instances a 1/instances part of that (Config.fanout_rate).
+    """
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError("rate and burst must be positive")
+        self.rate, self.burst, self.clock = rate, burst, clock
+        self._tokens = float(burst)
+        self._updated = clock()
+
+    def allow(self) -> bool:
+        now = self.clock()
+        self._tokens = min(float(self.burst), self._tokens + (now - self._updated) * self.rate)
+        self._updated = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
+
+    def retry_after(self) -> float:
+        """Seconds until the next token (0 when one is there)."""
+        return max(0.0, (1.0 - self._tokens) / self.rate)
