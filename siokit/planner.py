@@ -426,9 +426,7 @@ def check_connects_per_second(ports_per_pair: int, held_per_pair: int, pairs: in
 def nginx_check_connects_per_second(n: NginxPlan) -> float:
     """check_connects_per_second() of a plan: its spare ports over every (source IP, upstream) pair."""
     held = _ceil_div(n.sockets_per_upstream, n.source_ips)
-    return check_connects_per_second(
-        n.usable_ports_per_upstream_and_source, held, n.source_ips * n.upstream_endpoints
-    )
+    return check_connects_per_second(n.usable_ports_per_upstream_and_source, held, n.source_ips * n.upstream_endpoints)
 
 
 def source_ips_needed(sockets: int, port_range: tuple[int, int] = DEFAULT_PORT_RANGE) -> int:

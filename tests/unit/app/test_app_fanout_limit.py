@@ -65,7 +65,9 @@ def test_chats_to_everyone_over_the_instance_limit_are_refused_other_events_are_
     namespace: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     # 1 s fan-out, 4 instances, 0.25 share: 1/16 per second per instance, 2 at once.
-    cfg = Config(instance_id="unit:1", broadcast_fanout_s=1.0, planned_instances=4, fanout_cpu_share=0.25, fanout_burst=2)
+    cfg = Config(
+        instance_id="unit:1", broadcast_fanout_s=1.0, planned_instances=4, fanout_cpu_share=0.25, fanout_burst=2
+    )
     app = create_app(cfg, async_mode="threading")
     sio = app.extensions["socketio"]
     a, b, other = (sio.test_client(app, namespace=namespace) for _ in range(3))
