@@ -109,8 +109,13 @@ class Config:
         if (v := _get(env, "SIOKIT_BROADCAST_FANOUT_S")) is not None:
             # 0 is a plan too small to matter (the planner rounds to 0.01 s).
             kwargs["broadcast_fanout_s"] = 0.0 if v in ("0", "0.0") else _positive_float("SIOKIT_BROADCAST_FANOUT_S", v)
-        if (v := _get(env, "SIOKIT_PLANNED_INSTANCES")) is not None:
-            kwargs["planned_instances"] = _positive_int("SIOKIT_PLANNED_INSTANCES", v)
+        per_host = _get(env, "SIOKIT_PLANNED_INSTANCES_PER_HOST")
+        hosts = _get(env, "SIOKIT_PLANNED_APP_HOSTS")
+        if per_host is not None and hosts is not None:
+            # The plan's instances in the whole deployment: every one of them fans out every chat.
+            kwargs["planned_instances"] = _positive_int("SIOKIT_PLANNED_INSTANCES_PER_HOST", per_host) * _positive_int(
+                "SIOKIT_PLANNED_APP_HOSTS", hosts
+            )
         if (v := _get(env, "SIOKIT_FANOUT_CPU_SHARE")) is not None:
             share = _positive_float("SIOKIT_FANOUT_CPU_SHARE", v)
             if share > 1:

@@ -175,7 +175,8 @@ def test_chats_to_everyone_are_bounded_per_instance_where_the_per_socket_limit_i
         "SIOKIT_EVENT_RATE": str(RATE),
         "SIOKIT_EVENT_BURST": str(BURST),
         "SIOKIT_BROADCAST_FANOUT_S": "1.0",
-        "SIOKIT_PLANNED_INSTANCES": "1",
+        "SIOKIT_PLANNED_INSTANCES_PER_HOST": "1",
+        "SIOKIT_PLANNED_APP_HOSTS": "1",
         "SIOKIT_FANOUT_CPU_SHARE": "0.5",
         "SIOKIT_FANOUT_BURST": "2",
     }

@@ -39,7 +39,8 @@ def test_rate_is_the_cpu_share_over_the_plans_fanout_cost_per_instance() -> None
     cfg = Config.from_env(
         {
             "SIOKIT_BROADCAST_FANOUT_S": "14.48",
-            "SIOKIT_PLANNED_INSTANCES": "9",
+            "SIOKIT_PLANNED_INSTANCES_PER_HOST": "9",
+            "SIOKIT_PLANNED_APP_HOSTS": "1",
             "SIOKIT_FANOUT_CPU_SHARE": "0.25",
             "SIOKIT_FANOUT_BURST": "2",
         }
@@ -48,16 +49,26 @@ def test_rate_is_the_cpu_share_over_the_plans_fanout_cost_per_instance() -> None
     assert cfg.fanout_burst == 2
     # no plan, or one too small for the planner's 0.01 s rounding: not limited
     assert Config().fanout_rate is None
-    assert Config.from_env({"SIOKIT_BROADCAST_FANOUT_S": "0.0", "SIOKIT_PLANNED_INSTANCES": "2"}).fanout_rate is None
+    assert (
+        Config.from_env(
+            {
+                "SIOKIT_BROADCAST_FANOUT_S": "0.0",
+                "SIOKIT_PLANNED_INSTANCES_PER_HOST": "2",
+                "SIOKIT_PLANNED_APP_HOSTS": "1",
+            }
+        ).fanout_rate
+        is None
+    )
     for name, value in [
         ("SIOKIT_BROADCAST_FANOUT_S", "-1"),
-        ("SIOKIT_PLANNED_INSTANCES", "0"),
+        ("SIOKIT_PLANNED_APP_HOSTS", "0"),
+        ("SIOKIT_PLANNED_INSTANCES_PER_HOST", "x"),
         ("SIOKIT_FANOUT_CPU_SHARE", "1.5"),
         ("SIOKIT_FANOUT_CPU_SHARE", "0"),
         ("SIOKIT_FANOUT_BURST", "0"),
     ]:
         with pytest.raises(ConfigError, match=name):
-            Config.from_env({name: value})
+            Config.from_env({"SIOKIT_PLANNED_INSTANCES_PER_HOST": "2", "SIOKIT_PLANNED_APP_HOSTS": "1", name: value})
 
 
 @pytest.mark.parametrize("namespace", ["/", "/anonymous"])
