@@ -75,7 +75,15 @@ def create_app(
     )
     limiter = EventRateLimiter(config.event_rate, config.event_burst, config.event_drop_limit)
     rate = config.fanout_rate
-    fanout = FanoutLimiter(rate, config.fanout_burst) if rate is not None else None
+    fanout = None
+    if rate is not None:
+        per_instance = config.planned_sockets
+
+        def load() -> float:
+            # This instance's share of its planned sockets; no plan known: as if at plan.
+            return sum(metrics.sockets().values()) / per_instance if per_instance else 1.0
+
+        fanout = FanoutLimiter(rate, config.fanout_burst, load)
     state = AppState(config=config, metrics=metrics, socketio=socketio, limiter=limiter, fanout=fanout)
     app.extensions["siokit"] = state
 

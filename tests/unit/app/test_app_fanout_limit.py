@@ -21,7 +21,7 @@ class Clock:
 
 def test_one_bucket_for_the_instance_burst_then_rate() -> None:
     clock = Clock()
-    lim = FanoutLimiter(rate=0.5, burst=2, clock=clock)
+    lim = FanoutLimiter(rate_at_plan=0.5, burst=2, clock=clock)
     assert [lim.allow() for _ in range(3)] == [True, True, False]
     assert lim.retry_after() == pytest.approx(2.0)
     clock.now += 1.0  # half a token at 0.5/s
@@ -29,9 +29,9 @@ def test_one_bucket_for_the_instance_burst_then_rate() -> None:
     clock.now += 1.0
     assert lim.allow() and not lim.allow()
     with pytest.raises(ValueError):
-        FanoutLimiter(rate=0, burst=1)
+        FanoutLimiter(rate_at_plan=0, burst=1)
     with pytest.raises(ValueError):
-        FanoutLimiter(rate=1, burst=0)
+        FanoutLimiter(rate_at_plan=1, burst=0)
 
 
 def test_rate_is_the_cpu_share_over_the_plans_fanout_cost_per_instance() -> None:
@@ -106,3 +106,36 @@ def test_without_a_plan_chats_are_limited_per_socket_only() -> None:
     acks = [a.emit("chat", {"text": f"a{i}"}, callback=True) for i in range(10)]
     assert all(ack["ok"] for ack in acks)
     assert len([m for m in other.get_received() if m["name"] == "chat"]) == 10
+
+
+def test_the_rate_follows_the_share_of_the_planned_sockets_connected() -> None:
+    now = [0.0]
+    live = [1.0]
+    limiter = FanoutLimiter(0.01, 1, load=lambda: live[0], clock=lambda: now[0])
+    assert limiter.allow() and not limiter.allow()
+    now[0] = 50.0  # at plan: one per 100 s
+    assert not limiter.allow()
+    live[0] = 0.1  # a tenth of the plan connected: each emit costs a tenth, ten times the rate
+    now[0] = 60.0
+    assert limiter.allow()
+    assert limiter.retry_after() == pytest.approx(10.0)
+    live[0] = 0.0  # nobody connected: bounded by the floor, not unlimited
+    assert limiter.rate == pytest.approx(0.01 / FanoutLimiter.MIN_LOAD)
+
+
+def test_a_demo_with_a_few_sockets_is_not_held_to_the_full_plans_rate() -> None:
+    # The 160k plan's figures on 10 instances: one chat per ~580 s per instance at plan.
+    cfg = Config(
+        instance_id="unit:1",
+        broadcast_fanout_s=14.5,
+        planned_instances=10,
+        planned_sockets=16_000,
+        fanout_cpu_share=0.25,
+        fanout_burst=1,
+    )
+    app = create_app(cfg, async_mode="threading")
+    limiter = app.extensions["siokit"].fanout
+    sio = app.extensions["socketio"]
+    clients = [sio.test_client(app) for _ in range(16)]  # 0.1% of the plan
+    assert all(c.is_connected() for c in clients)
+    assert limiter.rate == pytest.approx(0.25 / 14.5 / 10 / 0.001)
