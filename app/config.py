@@ -47,6 +47,13 @@ class Config:
     event_rate: float = 10.0
     event_burst: int = 20
     event_drop_limit: int = 100
+    # Events that fan out to every socket (`chat`), per instance (app/ratelimit.py FanoutLimiter):
+    # the plan's time for one emit to everyone on the deployment's cores, the planned instances of
+    # the deployment, and the share of the cores they may take. No plan (0): no such limit.
+    broadcast_fanout_s: float = 0.0
+    planned_instances: int = 0
+    fanout_cpu_share: float = 0.25
+    fanout_burst: int = 3
     max_backlog_bytes: int = DEFAULT_MAX_BACKLOG_BYTES
     # The planner's sockets per instance, exported for the alert rules; 0 = no plan known.
     planned_sockets: int = 0
@@ -60,6 +67,13 @@ class Config:
     # The operator's name for what is deployed (app_release); /healthz reports it, so a rolling
     # upgrade can be followed instance by instance. Empty: none given.
     release: str = ""
+
+    @property
+    def fanout_rate(self) -> float | None:
+        """Fan-out events per second this instance may relay; None: not limited (no plan)."""
+        if self.broadcast_fanout_s <= 0 or self.planned_instances <= 0:
+            return None
+        return self.fanout_cpu_share / self.broadcast_fanout_s / self.planned_instances
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -92,6 +106,23 @@ class Config:
             kwargs["event_burst"] = _positive_int("SIOKIT_EVENT_BURST", v)
         if (v := _get(env, "SIOKIT_EVENT_DROP_LIMIT")) is not None:
             kwargs["event_drop_limit"] = _positive_int("SIOKIT_EVENT_DROP_LIMIT", v)
+        if (v := _get(env, "SIOKIT_BROADCAST_FANOUT_S")) is not None:
+            # 0 is a plan too small to matter (the planner rounds to 0.01 s).
+            kwargs["broadcast_fanout_s"] = 0.0 if v in ("0", "0.0") else _positive_float("SIOKIT_BROADCAST_FANOUT_S", v)
+        per_host = _get(env, "SIOKIT_PLANNED_INSTANCES_PER_HOST")
+        hosts = _get(env, "SIOKIT_PLANNED_APP_HOSTS")
+        if per_host is not None and hosts is not None:
+            # The plan's instances in the whole deployment: every one of them fans out every chat.
+            kwargs["planned_instances"] = _positive_int("SIOKIT_PLANNED_INSTANCES_PER_HOST", per_host) * _positive_int(
+                "SIOKIT_PLANNED_APP_HOSTS", hosts
+            )
+        if (v := _get(env, "SIOKIT_FANOUT_CPU_SHARE")) is not None:
+            share = _positive_float("SIOKIT_FANOUT_CPU_SHARE", v)
+            if share > 1:
+                raise ConfigError(f"SIOKIT_FANOUT_CPU_SHARE is a share of the cores, at most 1, got {v!r}")
+            kwargs["fanout_cpu_share"] = share
+        if (v := _get(env, "SIOKIT_FANOUT_BURST")) is not None:
+            kwargs["fanout_burst"] = _positive_int("SIOKIT_FANOUT_BURST", v)
         if (v := _get(env, "SIOKIT_MAX_BACKLOG_BYTES")) is not None:
             value = _positive_int("SIOKIT_MAX_BACKLOG_BYTES", v)
             if value < MIN_MAX_BACKLOG_BYTES:

@@ -19,7 +19,7 @@ from app.http import register_routes
 from app.livez import Livez
 from app.logthrottle import ThrottledLog
 from app.metrics import Metrics
-from app.ratelimit import EventRateLimiter
+from app.ratelimit import EventRateLimiter, FanoutLimiter
 from app.rooms import PayloadError, error
 from app.state import AppState
 from app.upstream import versions
@@ -74,7 +74,17 @@ def create_app(
         }
     )
     limiter = EventRateLimiter(config.event_rate, config.event_burst, config.event_drop_limit)
-    state = AppState(config=config, metrics=metrics, socketio=socketio, limiter=limiter)
+    rate = config.fanout_rate
+    fanout = None
+    if rate is not None:
+        per_instance = config.planned_sockets
+
+        def load() -> float:
+            # This instance's share of its planned sockets; no plan known: as if at plan.
+            return sum(metrics.sockets().values()) / per_instance if per_instance else 1.0
+
+        fanout = FanoutLimiter(rate, config.fanout_burst, load)
+    state = AppState(config=config, metrics=metrics, socketio=socketio, limiter=limiter, fanout=fanout)
     app.extensions["siokit"] = state
 
     socketio.on_namespace(ChatNamespace("/", state))

@@ -71,6 +71,12 @@ class Metrics:
             ["namespace"],
             registry=self.registry,
         )
+        self.fanout_limited = Counter(
+            "siokit_fanout_limited",
+            "Events to every socket (chat) refused by the instance's fan-out limit",
+            ["namespace"],
+            registry=self.registry,
+        )
         self.rate_limit_disconnects = Counter(
             "siokit_rate_limit_disconnects",
             "Sockets cut off for staying far over the per-socket event rate",

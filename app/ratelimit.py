@@ -88,3 +88,55 @@ class EventRateLimiter:
 
     def __len__(self) -> int:
         return len(self._buckets)
+
+
+class FanoutLimiter:
+    """One token bucket per instance for events that fan out to every socket (`chat`).
+
+    The per-socket limit cannot bound them: at 10 chats/s one socket asks every instance for 10
+    sends to every socket per second, more than the cores do (RELIABILITY.md, drill 8). Their cost is
+    the plan's: one emit to everyone keeps the deployment's cores busy for `broadcast_fanout_s`
+    (planner) when the planned sockets are connected, and every instance's emits reach every socket.
+    So with `cpu_share` of the cores for them, the whole deployment may relay cpu_share /
+    broadcast_fanout_s of them per second at plan, each of `instances` instances a 1/instances part
+    (Config.fanout_rate: `rate_at_plan`).
+
+    An emit costs in proportion to the sockets it reaches, so the rate follows the live load:
+    `load()` is the share of the planned sockets connected (this instance's, the balancer spreads
+    them evenly), and the bucket refills at rate_at_plan / load. Sized for the full plan only, a
+    demo with a few sockets got one chat per ~10 min per instance after its burst.
+    """
+
+    # Below 0.1% of the plan an emit's fixed costs (Redis publish, encode) dominate: no faster.
+    MIN_LOAD = 0.001
+
+    def __init__(
+        self,
+        rate_at_plan: float,
+        burst: int,
+        load: Callable[[], float] = lambda: 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if rate_at_plan <= 0 or burst < 1:
+            raise ValueError("rate and burst must be positive")
+        self.rate_at_plan, self.burst, self.load, self.clock = rate_at_plan, burst, load, clock
+        self._tokens = float(burst)
+        self._updated = clock()
+
+    @property
+    def rate(self) -> float:
+        """Events per second now, for the sockets connected now."""
+        return self.rate_at_plan / max(self.load(), self.MIN_LOAD)
+
+    def allow(self) -> bool:
+        now = self.clock()
+        self._tokens = min(float(self.burst), self._tokens + (now - self._updated) * self.rate)
+        self._updated = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
+
+    def retry_after(self) -> float:
+        """Seconds until the next token (0 when one is there)."""
+        return max(0.0, (1.0 - self._tokens) / self.rate)

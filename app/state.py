@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
     from app.config import Config
     from app.metrics import Metrics
-    from app.ratelimit import EventRateLimiter
+    from app.ratelimit import EventRateLimiter, FanoutLimiter
 
 
 @dataclass
@@ -23,6 +23,8 @@ class AppState:
     socketio: SocketIO
     # Per-socket client event limit; None: unlimited (tests that build a bare state).
     limiter: EventRateLimiter | None = None
+    # Events to every socket, for the whole instance; None: unlimited (no plan known).
+    fanout: FanoutLimiter | None = None
     # Warnings a client can provoke at will: one line per kind per interval (app/logthrottle.py).
     throttled_log: ThrottledLog = field(default_factory=lambda: ThrottledLog(logging.getLogger("app.events.base")))
     # (namespace, sid) -> nickname; local to this instance, dropped on disconnect.

@@ -68,6 +68,13 @@ CONNECT_PORT_FRACTION = 0.5
 BIND_PORT_FRACTION = 0.85
 # Uneven spread of clients over upstreams (hash/least_conn) and over nginx workers (reuseport).
 SPREAD_HEADROOM = 1.25
+# nginx_upstream_check: each new websocket first costs one short lb -> instance connection, which
+# nginx closes first, so its port stays in TIME_WAIT on the lb. With net.ipv4.tcp_tw_reuse=1 (the
+# kit's sysctl) connect() takes such a port again once the seconds clock has passed the last
+# timestamp it saw (<= 1 s; 1 s with tcp_tw_reuse_delay on >= 6.13); one more second of margin.
+# Measured on loopback, 100 ports per upstream, 75 websockets held per upstream (RELIABILITY.md):
+# at 9 new websockets/s per upstream at most 20 check ports were in TIME_WAIT toward it.
+CHECK_PORT_HOLD_S = 2
 # File descriptors a process needs beyond its sockets (logs, libraries, Redis, stats socket, epoll).
 FD_RESERVE = 512
 # Memory the kit may plan to use: leave the rest to the OS, page cache and bursts.
@@ -406,6 +413,22 @@ def _plan_nginx(target: Target, lb: HostFacts, uwsgi: UwsgiPlan, range_size: int
     )
 
 
+def check_connects_per_second(ports_per_pair: int, held_per_pair: int, pairs: int) -> float:
+    """New websockets per second the lb's spare ports carry with nginx_upstream_check on.
+
+    Each (lb source IP, upstream) pair has `ports_per_pair` connect() ports, `held_per_pair` of them
+    held by websockets; every new websocket's check holds one more for CHECK_PORT_HOLD_S. Faster than
+    this, connect() fails with EADDRNOTAVAIL and nginx marks the upstream down for fail_timeout.
+    """
+    return max(0, ports_per_pair - held_per_pair) * pairs / CHECK_PORT_HOLD_S
+
+
+def nginx_check_connects_per_second(n: NginxPlan) -> float:
+    """check_connects_per_second() of a plan: its spare ports over every (source IP, upstream) pair."""
+    held = _ceil_div(n.sockets_per_upstream, n.source_ips)
+    return check_connects_per_second(n.usable_ports_per_upstream_and_source, held, n.source_ips * n.upstream_endpoints)
+
+
 def source_ips_needed(sockets: int, port_range: tuple[int, int] = DEFAULT_PORT_RANGE) -> int:
     """Fewest client source IPs that give `sockets` ephemeral ports toward one lb address."""
     return max(1, _ceil_div(sockets, int(_port_range_size(port_range) * BIND_PORT_FRACTION)))
@@ -636,6 +659,9 @@ def format_plan(p: Plan, host: HostFacts) -> str:
         f"         {p.nginx.upstream_endpoints} upstreams x {p.nginx.sockets_per_upstream} sockets; "
         f"{p.nginx.usable_ports_per_upstream_and_source} connect() ports per (lb source IP, upstream) "
         f"-> {p.nginx.source_ips} lb source IP(s)",
+        f"         nginx_upstream_check: each new websocket holds one more port for {CHECK_PORT_HOLD_S} s "
+        f"(TIME_WAIT, tcp_tw_reuse) -> at most {nginx_check_connects_per_second(p.nginx):,.0f} new "
+        "websockets/s over the spare ports",
         f"loadgen: {p.loadgen.source_ips} source IPs x {p.loadgen.usable_ports_per_source_ip} ports, "
         f"{p.loadgen.workers_per_source_ip} worker processes per source IP x {p.loadgen.clients_per_worker} "
         f"clients, LimitNOFILE={p.loadgen.limit_nofile} each",

@@ -69,6 +69,21 @@ class SiokitNamespace(Namespace):
             )
         return error("rate limited: too many events")
 
+    def fanout_refused(self) -> dict[str, Any] | None:
+        """None when an event to every socket may go out now; else the error ack."""
+        fanout = self.state.fanout
+        if fanout is None or fanout.allow():
+            return None
+        self.state.metrics.fanout_limited.labels(namespace=self.namespace).inc()
+        self.state.throttled_log.warning(
+            "fanout-limited",
+            "refused events to every socket over %.3g/s (burst %d) on this instance, on %s",
+            fanout.rate,
+            fanout.burst,
+            self.namespace,
+        )
+        return error(f"rate limited: messages to everyone are limited, retry in {fanout.retry_after():.0f} s")
+
     def _cut_off(self, sid: str) -> None:
         # The whole Engine.IO connection, not only the namespace: the client could rejoin it at once.
         server = self.state.socketio.server

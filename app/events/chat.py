@@ -58,6 +58,8 @@ class ChatNamespace(SiokitNamespace):
 
     def on_chat(self, data: Any = None) -> dict[str, Any]:
         text = require_text(require_dict(data, "chat"), "text", MAX_TEXT_LEN)
+        if (refused := self.fanout_refused()) is not None:
+            return refused
         message = {"nickname": self.nickname(), "text": text, **self.stamp()}
         self.state.socketio.emit("chat", message, skip_sid=self.sid, namespace="/")
         return {"ok": True, "sent_at": message["server_time"]}

@@ -17,6 +17,11 @@ CLIENTS = 600  # the small load that meets the shortage
 PER_HOLDER = 15_000  # sockets per holder process, under the 20,000 open files of a container
 HOLD_MAX_S = 300  # the holders exit by themselves after this, whatever happens to the drill
 TAG = "/tmp/siokit-drill-ports"
+# A previous drill's load leaves its ports in TIME_WAIT on the load generator (it closes first) for
+# 60 s. bind() cannot take them, but connect() can again (tcp_tw_reuse=1), so with them about the
+# holders leave more than LEAVE_FREE ports to connect(): seen after host-loss in the same run, 63,072
+# held, 0 EADDRNOTAVAIL. The drill waits for them to expire first.
+TIME_WAIT_MAX_S = 75
 # Binds (ip, port) for every port in [first, last), says how many it holds (and the first error
 # other than a port in use, e.g. the open-files limit), then sleeps; bounded in count and time.
 HOLDER = (
@@ -55,6 +60,14 @@ def ports_exhausted(ctx: Context, sampler: Sampler) -> Fault:
     plan = cluster.deployed_plan()["loadgen"]
     cluster.run("loadgen", f"rm -f {TAG}.*; cat > {TAG}.py <<'EOF'\n{HOLDER}EOF")
     counts = holder_plan(low, high, LEAVE_FREE, PER_HOLDER)
+
+    def time_wait() -> int:
+        out = cluster.run("loadgen", f"ss -Htan state time-wait src {ip} | wc -l", check=False)
+        return int(out.strip() or 0)
+
+    time_wait_at_start = time_wait()
+    wait_until(lambda: time_wait() == 0, TIME_WAIT_MAX_S, 2)
+    time_wait_at_holders = time_wait()
     start = time.time()
     try:
         for i, (first, last) in enumerate(counts):
@@ -87,6 +100,8 @@ def ports_exhausted(ctx: Context, sampler: Sampler) -> Fault:
             "source_ip": ip,
             "port_range": f"{low}-{high}",
             "ports_held": held,
+            "time_wait_on_ip_at_start": time_wait_at_start,
+            "time_wait_on_ip_at_holders": time_wait_at_holders,
             "holders_ready": ready is not None,
             "holder_errors": holder_errors,
             "one_ip_connected": int(one["connections"]["peak_held"]),

@@ -3,6 +3,12 @@ ip_local_port_range, so nginx runs out of connect() ports toward each upstream a
 
 Phases: the planned load (75 per upstream), then past the ports (115 per upstream), then back
 under them; new handshakes are counted in each phase. Writes the counts as JSON to argv[1].
+
+nginx_upstream_check is on (the default): each new websocket's check holds one more lb port toward
+its upstream for planner.CHECK_PORT_HOLD_S (TIME_WAIT until tcp_tw_reuse frees it; loopback in a
+fresh namespace has tcp_tw_reuse=2, which covers loopback). So the planned load is 150 sockets at a
+rate the spare ports carry, planner.check_connects_per_second(); all 150 at once ran out of ports
+(RELIABILITY.md, "The check and the lb's ports").
 """
 
 from __future__ import annotations
@@ -17,16 +23,27 @@ from pathlib import Path
 
 import websocket
 
+from siokit import planner
 from siokit.lab import local
 
 PORTS = (40000, 40099)
 SOURCES = [f"127.0.0.{i}" for i in range(2, 6)]
+UPSTREAMS = 2
+PLANNED = 150
+# Ports per upstream: the whole range (measured: the shortage starts near 100 per upstream).
+RANGE = PORTS[1] - PORTS[0] + 1
+# The planned connect rate: 80% of what the spare ports carry with the check on.
+PLANNED_RATE = 0.8 * planner.check_connects_per_second(RANGE, PLANNED // UPSTREAMS, UPSTREAMS)
 
 
-def open_clients(port: int, n: int, start: int) -> tuple[list[websocket.WebSocket], int]:
+def open_clients(port: int, n: int, start: int, rate: float = 0.0) -> tuple[list[websocket.WebSocket], int]:
+    """Open n websockets, at most `rate` per second (0: as fast as they go)."""
     url = f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket"
     ok, failed = [], 0
+    t0 = time.monotonic()
     for i in range(n):
+        if rate > 0:
+            time.sleep(max(0.0, t0 + i / rate - time.monotonic()))
         try:
             # An explicit source port below the range: a bind() port is never shared with connect(),
             # so clients bound inside the range would eat nginx's ports (the lb is alone in prod).
@@ -48,11 +65,16 @@ def main() -> None:
     state = Path(tempfile.mkdtemp(prefix="siokit-ports-"))
     stack = local.LocalStack(state_dir=state, port=18080, instances=2, balance="least_conn", sockets=200)
     local.up(stack)
-    result: dict[str, object] = {"port_range": PORTS}
+    site = (stack.rendered / "nginx" / "siokit.conf").read_text()
+    result: dict[str, object] = {
+        "port_range": PORTS,
+        "planned_rate": round(PLANNED_RATE, 1),
+        "upstream_check": "auth_request /siokit-upstream-check" in site,
+    }
     try:
-        held, failed = open_clients(stack.port, 150, 0)
+        held, failed = open_clients(stack.port, PLANNED, 0, PLANNED_RATE)
         result["planned_150"] = {"ok": len(held), "failed": failed}
-        more, failed = open_clients(stack.port, 80, 150)
+        more, failed = open_clients(stack.port, 80, PLANNED)
         held += more
         result["past_the_ports_80_more"] = {"ok": len(more), "failed": failed}
         for ws in held[100:]:

@@ -165,3 +165,52 @@ def test_nginx_limits_per_address_and_exempts_the_load_generator(
         for ws in opened:
             ws.close()
         local.down(stack.state_dir)
+
+
+def test_chats_to_everyone_are_bounded_per_instance_where_the_per_socket_limit_is_not(tmp_path: Path) -> None:
+    """Several sockets, each within its own rate, together ask for more fan-outs than the plan allows:
+    the instance's fan-out bucket (plan's broadcast_fanout_s 1 s, 1 instance, share 0.5: 0.5/s, burst
+    2) relays only that many; the rest get an error ack and count in siokit_fanout_limited."""
+    env = {
+        "SIOKIT_EVENT_RATE": str(RATE),
+        "SIOKIT_EVENT_BURST": str(BURST),
+        "SIOKIT_BROADCAST_FANOUT_S": "1.0",
+        "SIOKIT_PLANNED_INSTANCES_PER_HOST": "1",
+        "SIOKIT_PLANNED_APP_HOSTS": "1",
+        "SIOKIT_FANOUT_CPU_SHARE": "0.5",
+        "SIOKIT_FANOUT_BURST": "2",
+    }
+    with run_uwsgi(tmp_path, env=env) as proc:
+        listener = socketio.Client(reconnection=False)
+        chats: list[Any] = []
+        listener.on("chat", chats.append)
+        listener.connect(proc.url, transports=["websocket"], wait_timeout=5)
+        senders = [socketio.Client(reconnection=False) for _ in range(4)]
+        for s in senders:
+            s.connect(proc.url, transports=["websocket"], wait_timeout=5)
+        try:
+            t0 = time.monotonic()
+            acks = []
+            for i in range(12):  # 4 sockets x 12 chats at 4/s each: under the per-socket 5/s
+                for s in senders:
+                    acks.append(s.call("chat", {"text": f"c{i}"}, timeout=5))
+                time.sleep(0.25)
+            elapsed = time.monotonic() - t0
+            time.sleep(0.5)
+            ok = sum(1 for a in acks if a.get("ok"))
+            refused = [a for a in acks if not a.get("ok")]
+            limited = _metric(proc, "siokit_fanout_limited_total")
+            print(
+                f"fan-out limit: {len(acks)} chats in {elapsed:.1f} s, {ok} relayed, "
+                f"{len(chats)} heard, {limited:.0f} refused"
+            )
+            assert ok == len(chats)  # what was acked ok is what the others heard
+            assert 1 <= ok <= 2 + 0.5 * elapsed + 1
+            assert limited == len(refused) == len(acks) - ok
+            assert all(a["error"].startswith("rate limited: messages to everyone") for a in refused)
+            assert _metric(proc, "siokit_events_rate_limited_total") == 0  # no socket went over its own rate
+            assert all(s.connected for s in senders)
+        finally:
+            for s in senders:
+                s.disconnect()
+            listener.disconnect()

@@ -9,8 +9,8 @@ nginx marks the killed instance failed (max_fails refused connects); after fail_
 request through and clears the mark only when that request is freed without error. With websockets
 only, that request is a websocket, freed when it closes: without the upstream check the restarted
 instance gets that one websocket per fail_timeout, and least_conn sends the rest elsewhere although
-it holds nothing. With the check (nginx_upstream_check: /livez, off by default for now; a request
-through the same upstream before each new websocket) the mark is cleared by that short request, and least_conn sends
+it holds nothing. With the check (nginx_upstream_check: /livez, the default; a request through
+the same upstream before each new websocket) the mark is cleared by that short request, and least_conn sends
 the restarted instance the new websockets until it holds as many as the other.
 """
 

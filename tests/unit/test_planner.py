@@ -319,3 +319,21 @@ def test_plan_loadgen_is_what_plan_uses() -> None:
     p = plan(CLUSTER, THIS_HOST)
     assert planner.plan_loadgen(160_000, 4, THIS_HOST) == p.loadgen
     assert p.loadgen.workers == p.loadgen.workers_per_source_ip * p.loadgen.source_ips
+
+
+def test_check_connects_per_second_is_spare_ports_over_the_time_wait_hold() -> None:
+    # 100 ports per pair, 75 held, 2 pairs: 25 spare each, each check holds one for CHECK_PORT_HOLD_S.
+    assert planner.check_connects_per_second(100, 75, 2) == 25 * 2 / planner.CHECK_PORT_HOLD_S
+    assert planner.check_connects_per_second(100, 100, 2) == 0
+    assert planner.check_connects_per_second(100, 120, 2) == 0  # no negative rates past the ports
+
+
+def test_the_plan_states_the_new_websocket_rate_its_spare_ports_carry() -> None:
+    this_machine = HostFacts(cores=2, memory_gib=23.5, nofile_hard=20000, somaxconn=4096)
+    p = plan(Target(sockets=160_000, app_hosts=2, source_ips=4, colocated=True), this_machine)
+    n = p.nginx
+    held = -(-n.sockets_per_upstream // n.source_ips)
+    spare = n.usable_ports_per_upstream_and_source - held
+    rate = planner.nginx_check_connects_per_second(n)
+    assert rate == spare * n.source_ips * n.upstream_endpoints / planner.CHECK_PORT_HOLD_S
+    assert f"at most {rate:,.0f} new websockets/s" in planner.format_plan(p, this_machine)

@@ -113,12 +113,13 @@ def test_balance_selection(tmp_path: Path, balance: str, directive: str) -> None
 
 
 def test_direct_websocket_connects_get_their_own_upstream(tmp_path: Path) -> None:
-    site = render(tmp_path)["nginx/siokit.conf"]
+    site = render(tmp_path, nginx_upstream_check="")["nginx/siokit.conf"]
     ws = site.split("upstream siokit_websocket {", 1)[1].split("}", 1)[0]
     assert "least_conn;" in ws and ws.count("server 10.0.0.") == 3
     assert '"websocket:"  siokit_websocket;' in site
-    # With the check on, new websockets go through @siokit_websocket, which checks the upstream first.
-    site = render(tmp_path, nginx_upstream_check="/livez")["nginx/siokit.conf"]
+    # With the check on (the default), new websockets go through @siokit_websocket, which checks the
+    # upstream first.
+    site = render(tmp_path)["nginx/siokit.conf"]
     assert 'if ($siokit_socketio_upstream = "siokit_websocket") {' in site
     named = site.split("location @siokit_websocket {", 1)[1].split("\n    }", 1)[0]
     assert "auth_request /siokit-upstream-check;" in named and "proxy_pass http://siokit_websocket;" in named
@@ -126,7 +127,7 @@ def test_direct_websocket_connects_get_their_own_upstream(tmp_path: Path) -> Non
     check = site.split("location = /siokit-upstream-check {", 1)[1].split("\n    }", 1)[0]
     assert "internal;" in check and "proxy_pass http://siokit_websocket/livez;" in check
     assert "proxy_pass_request_headers off;" in check
-    unchecked = render(tmp_path)["nginx/siokit.conf"]  # the default: off
+    unchecked = render(tmp_path, nginx_upstream_check="")["nginx/siokit.conf"]  # turned off
     assert "proxy_pass http://$siokit_socketio_upstream;" in unchecked and "auth_request" not in unchecked
     off = render(tmp_path, nginx_websocket_balance="")["nginx/siokit.conf"]
     assert "siokit_websocket" not in off and "proxy_pass http://siokit_app;" in off
@@ -179,10 +180,11 @@ def test_security_defaults(tmp_path: Path) -> None:
     metrics = site.split("location = /metrics {", 1)[1].split("}", 1)[0]
     assert re.findall(r"allow (\S+);", metrics) == ["127.0.0.1/32", "::1/128"] and "deny all;" in metrics
     # the Host sent upstream is the validated one; other names go to a default server that closes them
-    assert "$http_host;" not in site and site.count("proxy_set_header Host $host$siokit_host_port;") == 3
-    # The upstream check (off by default) adds the websocket location and the check's own.
-    checked = render(tmp_path, nginx_upstream_check="/livez")["nginx/siokit.conf"]
-    assert "$http_host;" not in checked and checked.count("proxy_set_header Host $host$siokit_host_port;") == 5
+    # The upstream check (on by default) adds the websocket location and the check's own.
+    assert "$http_host;" not in site and site.count("proxy_set_header Host $host$siokit_host_port;") == 5
+    unchecked = render(tmp_path, nginx_upstream_check="")["nginx/siokit.conf"]
+    assert "$http_host;" not in unchecked
+    assert unchecked.count("proxy_set_header Host $host$siokit_host_port;") == 3
     assert re.search(r"listen 80 default_server[^;]*;\s+return 444;", site)
     assert "server_name lb1 10.0.0.2 localhost 127.0.0.1;" in site
     assert '"~:80$"  ":80";' in site
