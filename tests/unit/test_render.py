@@ -127,6 +127,9 @@ def test_direct_websocket_connects_get_their_own_upstream(tmp_path: Path) -> Non
     check = site.split("location = /siokit-upstream-check {", 1)[1].split("\n    }", 1)[0]
     assert "internal;" in check and "proxy_pass http://siokit_websocket/livez;" in check
     assert "proxy_pass_request_headers off;" in check
+    # The check's failed attempts reach the upstream-error log (a subrequest is not logged by default).
+    # Under a map of its own: the subrequest shares the request's (cached) variables.
+    assert "log_subrequest on;" in check and "siokit_upstream if=$siokit_check_failed;" in check
     unchecked = render(tmp_path, nginx_upstream_check="")["nginx/siokit.conf"]  # turned off
     assert "proxy_pass http://$siokit_socketio_upstream;" in unchecked and "auth_request" not in unchecked
     off = render(tmp_path, nginx_websocket_balance="")["nginx/siokit.conf"]
