@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 
 import pytest
 from conftest import PATHS, env_file, nginx_directive, nginx_dump, planned_uwsgi_ports, run_probe, wait_until
@@ -74,8 +75,12 @@ def test_access_log_shows_websocket(node, cluster, lb_url):
     sid = report["lb_eio_sid"]
 
     def upgraded() -> None:
-        # the access log is buffered (flush=5s) and a websocket is logged when it closes
-        log = node.run(f"grep -F {sid} {PATHS['nginx_access_log']} || true").stdout
+        # the access log is buffered (flush=5s) and a websocket is logged when it closes.
+        # -e: a sid is base64url and may start with "-", which grep would read as options (rc 2).
+        r = node.run(f"grep -F -e {shlex.quote(sid)} {PATHS['nginx_access_log']}")
+        if r.rc not in (0, 1):
+            pytest.fail(f"grep of the access log failed (rc {r.rc}): {r.stderr}")
+        log = r.stdout
         assert "transport=websocket" in log and '" 101 ' in log, f"no websocket 101 for {sid} in the access log:\n{log}"
 
     wait_until(upgraded, timeout=15)
