@@ -80,10 +80,12 @@ CHECK_PORT_HOLD_S = 2
 # clients come back, each needing a port for its websocket and one for its check (storm_ports_needed).
 # How fast they come back is bounded by the lb: nginx CPU per new websocket with the check, 607-693 us
 # (RELIABILITY.md; the lowest, so the rate is not underestimated). Measured on loopback, 100 ports per
-# upstream, a fast nginx restart, clients on the load generator's backoff (tests/integration/
-# test_reconnect_storm.py): 36 websockets per upstream came back within ~0.6 s using at most 97 ports
-# toward one upstream; at 40 connect() ran out (errno 99), the upstreams were marked down, and clients
-# were still out 20 s later. The arithmetic allows 33 (3 x 33 <= 100).
+# upstream, nginx restarted in ~30 ms, clients on the load generator's backoff (tests/integration/
+# test_reconnect_storm.py, RELIABILITY.md): at 26 per upstream (33 with SPREAD_HEADROOM, what the
+# arithmetic allows: 3 x 33 <= 100) all were back within 0.6 s, 4 runs of 4, at most 85 ports in use;
+# at 33 per upstream one run of 7 ran short for a moment (3 x errno 99, every client back); at 40-45
+# connect() ran out in 9 runs of 9 (errno 99), and in 8 nginx marked the upstreams down ("no live
+# upstreams") and clients were refused until fail_timeout.
 NGINX_CPU_S_PER_CONNECT = 600e-6
 # File descriptors a process needs beyond its sockets (logs, libraries, Redis, stats socket, epoll).
 FD_RESERVE = 512
