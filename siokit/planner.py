@@ -23,7 +23,7 @@ __all__ = [
 
 # Version of the plan document (`siokit plan --json`, /etc/siokit/plan.json, the renderer's siokit_plan).
 # Raise it when a field is renamed, removed or changes meaning; siokit/plan.schema.json follows.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: nginx.storm_connects_per_second, nginx.storm_ports_per_upstream_and_source
 
 KB = 1024
 MIB = 1024 * KB
@@ -75,6 +75,18 @@ SPREAD_HEADROOM = 1.25
 # Measured on loopback, 100 ports per upstream, 75 websockets held per upstream (RELIABILITY.md):
 # at 9 new websockets/s per upstream at most 20 check ports were in TIME_WAIT toward it.
 CHECK_PORT_HOLD_S = 2
+# A reconnect storm (drill 6, nginx restarted: every client drops at once): nginx closes the old
+# lb -> instance connections first, so their ports sit in TIME_WAIT for CHECK_PORT_HOLD_S just as the
+# clients come back, each needing a port for its websocket and one for its check (storm_ports_needed).
+# How fast they come back is bounded by the lb: nginx CPU per new websocket with the check, 607-693 us
+# (RELIABILITY.md; the lowest, so the rate is not underestimated). Measured on loopback, 100 ports per
+# upstream, nginx restarted in ~30 ms, clients on the load generator's backoff (tests/integration/
+# test_reconnect_storm.py, RELIABILITY.md): at 26 per upstream (33 with SPREAD_HEADROOM, what the
+# arithmetic allows: 3 x 33 <= 100) all were back within 0.6 s, 4 runs of 4, at most 85 ports in use;
+# at 33 per upstream one run of 7 ran short for a moment (3 x errno 99, every client back); at 40-45
+# connect() ran out in 9 runs of 9 (errno 99), and in 8 nginx marked the upstreams down ("no live
+# upstreams") and clients were refused until fail_timeout.
+NGINX_CPU_S_PER_CONNECT = 600e-6
 # File descriptors a process needs beyond its sockets (logs, libraries, Redis, stats socket, epoll).
 FD_RESERVE = 512
 # Memory the kit may plan to use: leave the rest to the OS, page cache and bursts.
@@ -164,6 +176,10 @@ class NginxPlan:
     sockets_per_upstream: int
     usable_ports_per_upstream_and_source: int
     source_ips: int
+    # A reconnect storm: the new websockets per second the lb can start (cores / NGINX_CPU_S_PER_CONNECT),
+    # and the ports per (lb source IP, upstream) they need in its first CHECK_PORT_HOLD_S.
+    storm_connects_per_second: int
+    storm_ports_per_upstream_and_source: int
     # Seconds: ping interval + ping timeout + PROXY_READ_MARGIN_S.
     proxy_read_timeout: int
 
@@ -400,6 +416,27 @@ def _plan_nginx(target: Target, lb: HostFacts, uwsgi: UwsgiPlan, range_size: int
             f"{range_size} ports x {CONNECT_PORT_FRACTION:g} = {usable} per (source IP, upstream); "
             f"need >= {needed_ips} lb source IPs or more upstream instances"
         )
+    storm_rate = lb_connects_per_second(lb)
+
+    def storm_ports(ips: int) -> tuple[int, str]:
+        held = _ceil_div(per_upstream, ips)
+        per_pair = storm_rate / (ips * endpoints)
+        return storm_ports_needed(held, per_pair), (
+            f"{held} websockets' ports in TIME_WAIT + 2 x min({held}, {storm_rate} new websockets/s / "
+            f"({ips} lb source IPs x {endpoints} upstreams) x {CHECK_PORT_HOLD_S} s) for the clients back "
+            f"within that time (a websocket and a check each)"
+        )
+
+    if target.lb_source_ips is None:
+        while storm_ports(source_ips)[0] > usable:
+            source_ips += 1
+    ports, why = storm_ports(source_ips)
+    if ports > usable:
+        raise PlanError(
+            f"lb_source_ips {source_ips} is too few for a reconnect storm (every client dropped at once, "
+            f"nginx_upstream_check on): per (lb source IP, upstream) {why} = {ports} ports in the first "
+            f"{CHECK_PORT_HOLD_S} s, but connect() gets {usable}; need more lb source IPs"
+        )
     return NginxPlan(
         worker_processes=workers,
         worker_connections=worker_connections,
@@ -409,6 +446,8 @@ def _plan_nginx(target: Target, lb: HostFacts, uwsgi: UwsgiPlan, range_size: int
         sockets_per_upstream=per_upstream,
         usable_ports_per_upstream_and_source=usable,
         source_ips=source_ips,
+        storm_connects_per_second=storm_rate,
+        storm_ports_per_upstream_and_source=ports,
         proxy_read_timeout=read_timeout,
     )
 
@@ -427,6 +466,21 @@ def nginx_check_connects_per_second(n: NginxPlan) -> float:
     """check_connects_per_second() of a plan: its spare ports over every (source IP, upstream) pair."""
     held = _ceil_div(n.sockets_per_upstream, n.source_ips)
     return check_connects_per_second(n.usable_ports_per_upstream_and_source, held, n.source_ips * n.upstream_endpoints)
+
+
+def lb_connects_per_second(lb: HostFacts) -> int:
+    """New websockets per second nginx can start on the lb (with the check): how fast a storm comes back."""
+    return math.floor(lb.cores / NGINX_CPU_S_PER_CONNECT)
+
+
+def storm_ports_needed(held_per_pair: int, connects_per_second_per_pair: float) -> int:
+    """Ports one (lb source IP, upstream) pair needs in a reconnect storm's first CHECK_PORT_HOLD_S.
+
+    The dropped websockets' ports are all in TIME_WAIT (nginx closed them); every client back within
+    that time holds a port for its websocket and one for its check, which nginx closes first.
+    """
+    back = min(held_per_pair, math.ceil(connects_per_second_per_pair * CHECK_PORT_HOLD_S))
+    return held_per_pair + 2 * back
 
 
 def source_ips_needed(sockets: int, port_range: tuple[int, int] = DEFAULT_PORT_RANGE) -> int:
@@ -662,6 +716,10 @@ def format_plan(p: Plan, host: HostFacts) -> str:
         f"         nginx_upstream_check: each new websocket holds one more port for {CHECK_PORT_HOLD_S} s "
         f"(TIME_WAIT, tcp_tw_reuse) -> at most {nginx_check_connects_per_second(p.nginx):,.0f} new "
         "websockets/s over the spare ports",
+        f"         reconnect storm: the lb starts at most {p.nginx.storm_connects_per_second:,} new websockets/s "
+        f"({NGINX_CPU_S_PER_CONNECT * 1e6:g} us of nginx CPU each); with the dropped ones' ports in TIME_WAIT "
+        f"for {CHECK_PORT_HOLD_S} s it needs {p.nginx.storm_ports_per_upstream_and_source} of the "
+        f"{p.nginx.usable_ports_per_upstream_and_source} ports per (lb source IP, upstream)",
         f"loadgen: {p.loadgen.source_ips} source IPs x {p.loadgen.usable_ports_per_source_ip} ports, "
         f"{p.loadgen.workers_per_source_ip} worker processes per source IP x {p.loadgen.clients_per_worker} "
         f"clients, LimitNOFILE={p.loadgen.limit_nofile} each",

@@ -337,3 +337,42 @@ def test_the_plan_states_the_new_websocket_rate_its_spare_ports_carry() -> None:
     rate = planner.nginx_check_connects_per_second(n)
     assert rate == spare * n.source_ips * n.upstream_endpoints / planner.CHECK_PORT_HOLD_S
     assert f"at most {rate:,.0f} new websockets/s" in planner.format_plan(p, this_machine)
+
+
+def test_storm_ports_are_the_dropped_ones_plus_two_per_client_back_within_the_hold() -> None:
+    hold = planner.CHECK_PORT_HOLD_S
+    # Clients come back faster than the hold: all of them, a websocket and a check each (the loopback case).
+    assert planner.storm_ports_needed(33, 1000.0) == 3 * 33
+    # Slower: only those back within the hold add ports while the dropped ones are in TIME_WAIT.
+    assert planner.storm_ports_needed(22_223, 370.0) == 22_223 + 2 * 370 * hold
+    assert planner.storm_ports_needed(10, 0.0) == 10
+
+
+def test_the_lb_starts_new_websockets_at_its_cores_over_nginx_cpu_per_connect() -> None:
+    two = HostFacts(cores=2, memory_gib=23.5, nofile_hard=20000, somaxconn=4096)
+    assert planner.lb_connects_per_second(two) == int(2 / planner.NGINX_CPU_S_PER_CONNECT)
+
+
+def test_the_plan_states_the_storm_and_fits_it_in_the_ports() -> None:
+    this_machine = HostFacts(cores=2, memory_gib=23.5, nofile_hard=20000, somaxconn=4096)
+    p = plan(Target(sockets=160_000, source_ips=4, colocated=True), this_machine)
+    n = p.nginx
+    held = -(-n.sockets_per_upstream // n.source_ips)
+    per_pair = n.storm_connects_per_second / (n.source_ips * n.upstream_endpoints)
+    assert n.storm_ports_per_upstream_and_source == planner.storm_ports_needed(held, per_pair)
+    assert n.storm_ports_per_upstream_and_source <= n.usable_ports_per_upstream_and_source
+    assert f"needs {n.storm_ports_per_upstream_and_source} of the" in planner.format_plan(p, this_machine)
+
+
+def test_a_storm_that_does_not_fit_raises_the_lb_source_ips_or_is_refused_when_pinned() -> None:
+    # A 32-core lb starts 53,333 new websockets/s: with 1 lb source IP a storm at 160k needs
+    # 22,223 + 2 x (53,333 / 9 upstreams x 2 s) = 45,927 ports per pair, over the 32,256 connect() gets.
+    app = HostFacts(cores=2, memory_gib=23.5, nofile_hard=20000, somaxconn=4096)
+    lb = HostFacts(cores=32, memory_gib=64, nofile_hard=1_048_576, somaxconn=4096)
+    gen = HostFacts(cores=8, memory_gib=32, nofile_hard=1_048_576, somaxconn=4096)
+    target = Target(sockets=160_000, source_ips=4, uwsgi_instances_per_host=9)
+    p = plan(target, app, lb, gen)
+    assert p.nginx.source_ips == 2  # 11,112 held + 2 x 5,926 back within 2 s = 22,964 <= 32,256
+    assert p.nginx.storm_ports_per_upstream_and_source <= p.nginx.usable_ports_per_upstream_and_source
+    with pytest.raises(PlanError, match=r"lb_source_ips 1 is too few for a reconnect storm.* = 45927 ports"):
+        plan(replace(target, lb_source_ips=1), app, lb, gen)
