@@ -65,37 +65,56 @@ if [ "$(cat /proc/sys/net/ipv4/ip_forward)" != "1" ]; then
 fi
 
 # 3. daemon
+start_dockerd() {
+    mtu="${DOCKERD_MTU:-}"
+    if [ -z "$mtu" ]; then
+        dev="$(ip -4 route show default 2>/dev/null | awk '{for(i=1;i<NF;i++) if($i=="dev"){print $(i+1); exit}}')"
+        [ -n "$dev" ] && mtu="$(cat "/sys/class/net/$dev/mtu" 2>/dev/null || true)"
+    fi
+    args=(--iptables=true --ip-masq=true)
+    [ -n "$mtu" ] && args+=(--mtu "$mtu")
+    # a stale pid file from a crashed daemon blocks the start
+    [ -f /var/run/docker.pid ] && ! kill -0 "$(cat /var/run/docker.pid)" 2>/dev/null \
+        && $SUDO rm -f /var/run/docker.pid
+    log "starting dockerd ${args[*]} (log: $STATE/dockerd.log)"
+    # setsid: own session, survives this shell; stdin closed so nothing waits on it
+    dockerd_bin="$(command -v dockerd || echo /usr/sbin/dockerd)"
+    $SUDO setsid "$dockerd_bin" "${args[@]}" >>"$STATE/dockerd.log" 2>&1 </dev/null &
+    echo $! >"$STATE/dockerd.pid"
+    started_here=1
+}
+
 if answers; then
     log "docker daemon answers already"
 else
     mkdir -p "$STATE"
+    started_here=0
     if [ -f "$STATE/dockerd.pid" ] && kill -0 "$(cat "$STATE/dockerd.pid")" 2>/dev/null; then
-        log "dockerd (pid $(cat "$STATE/dockerd.pid")) is starting; waiting"
+        log "dockerd (pid $(cat "$STATE/dockerd.pid")) runs but does not answer (starting, or shutting down); waiting"
     elif pgrep -x dockerd >/dev/null 2>&1; then
         log "a dockerd not started by us runs but does not answer; waiting for it"
     else
-        mtu="${DOCKERD_MTU:-}"
-        if [ -z "$mtu" ]; then
-            dev="$(ip -4 route show default 2>/dev/null | awk '{for(i=1;i<NF;i++) if($i=="dev"){print $(i+1); exit}}')"
-            [ -n "$dev" ] && mtu="$(cat "/sys/class/net/$dev/mtu" 2>/dev/null || true)"
-        fi
-        args=(--iptables=true --ip-masq=true)
-        [ -n "$mtu" ] && args+=(--mtu "$mtu")
-        # a stale pid file from a crashed daemon blocks the start
-        [ -f /var/run/docker.pid ] && ! kill -0 "$(cat /var/run/docker.pid)" 2>/dev/null \
-            && $SUDO rm -f /var/run/docker.pid
-        log "starting dockerd ${args[*]} (log: $STATE/dockerd.log)"
-        # setsid: own session, survives this shell; stdin closed so nothing waits on it
-        dockerd_bin="$(command -v dockerd || echo /usr/sbin/dockerd)"
-        $SUDO setsid "$dockerd_bin" "${args[@]}" >>"$STATE/dockerd.log" 2>&1 </dev/null &
-        echo $! >"$STATE/dockerd.pid"
+        start_dockerd
     fi
     deadline=$((SECONDS + WAIT))
     until answers; do
-        if [ -f "$STATE/dockerd.pid" ] && ! kill -0 "$(cat "$STATE/dockerd.pid")" 2>/dev/null; then
+        if [ -f "$STATE/dockerd.pid" ]; then
+            kill -0 "$(cat "$STATE/dockerd.pid")" 2>/dev/null && alive=1 || alive=0
+        else
+            pgrep -x dockerd >/dev/null 2>&1 && alive=1 || alive=0
+        fi
+        if [ "$alive" = 0 ]; then
+            rm -f "$STATE/dockerd.pid"
+            # The one waited for was on its way out (a daemon being stopped looks the same as one
+            # starting, seen 2026-12-03): start a new one, once.
+            if [ "$started_here" = 0 ]; then
+                log "that dockerd exited without answering"
+                start_dockerd
+                deadline=$((SECONDS + WAIT))
+                continue
+            fi
             log "dockerd exited; last log lines:"
             tail -n 20 "$STATE/dockerd.log" >&2 || true
-            rm -f "$STATE/dockerd.pid"
             exit 1
         fi
         if [ $SECONDS -ge $deadline ]; then
