@@ -163,6 +163,24 @@ def back_after(report: dict[str, Any], t: float, before: int) -> float | None:
     return None
 
 
+def dip_and_back(report: dict[str, Any], t: float, before: int, within: float = 20.0) -> tuple[int, float | None]:
+    """Sockets lost in the first dip below `before` that starts within `within` seconds of `t`, and
+    seconds from that dip's first sample to the first sample back at `before` (None: never back).
+    No dip: (0, 0.0). Measured from the dip, not from `t`: a sample at `t` may precede the drop."""
+    samples = [s for s in timeline_samples(report) if s.t >= t]
+    dip = next((s for s in samples if s.t <= t + within and s.connected < before), None)
+    if dip is None:
+        return 0, 0.0
+    lowest = dip.connected
+    for s in samples:
+        if s.t < dip.t:
+            continue
+        if s.connected >= before:
+            return before - lowest, round(s.t - dip.t, 1)
+        lowest = min(lowest, s.connected)
+    return before - lowest, None
+
+
 def longest_below(report: dict[str, Any], window: Window, before: int) -> float:
     """The longest run of consecutive timeline samples in the window holding fewer than `before`
     sockets, in seconds from its first sample to the sample that was back (or the window's last)."""

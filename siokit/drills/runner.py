@@ -24,9 +24,19 @@ from siokit.drills.abuse import abuse
 from siokit.drills.base import BROADCAST_EVERY, LB_URL, Context, Drill, Fault, row_at, wait_until
 from siokit.drills.fallback import websocket_blocked
 from siokit.drills.load import LoadRun, Sampler, ServerSamples, wait_for_sockets
-from siokit.drills.measure import Expect, Measures, Window, back_after, evaluate, longest_below, measure
+from siokit.drills.measure import (
+    Expect,
+    Measures,
+    Window,
+    back_after,
+    dip_and_back,
+    evaluate,
+    longest_below,
+    measure,
+)
 from siokit.drills.ports import CLIENTS, ports_exhausted
 from siokit.drills.probe import ProbeLog, RoomProbe
+from siokit.drills.reload import nginx_reload
 from siokit.drills.rolling import rolling_upgrade
 from siokit.drills.slow import slow_consumer
 from siokit.drills.storm import reconnect_storm
@@ -91,39 +101,6 @@ def redis_outage(ctx: Context, sampler: Sampler) -> Fault:
     end = time.time()
     time.sleep(25)  # resubscribe, then enough messages after it to judge the resumption
     return Fault(start, end, time.time())
-
-
-def nginx_reload(ctx: Context, sampler: Sampler) -> Fault:
-    def workers() -> set[str]:
-        out = cluster.run("lb", "pgrep -f 'nginx: worker process' || true")
-        return set(out.split())
-
-    old = workers()
-    cluster.run("lb", "cp -p /etc/nginx/siokit.conf /tmp/siokit.conf.drill")
-    start = time.time()
-    # A changed config: a comment with the time, so the file differs from the running one.
-    cluster.run(
-        "lb", f"echo '# drill reload {int(start)}' >> /etc/nginx/siokit.conf && nginx -t -q && systemctl reload nginx"
-    )
-    # New connects while the old workers still hold their websockets: a second, small load.
-    probe = LoadRun("reload-new", 200, 5, None, ctx.token)
-    probe.start(ctx.out / "reload-new.log")
-    new_report = probe.wait(120)
-    time.sleep(5)
-    end = time.time()
-    left = old & workers()
-    # Put the deployed file back (the infra tests compare it with the rendered one).
-    cluster.run("lb", "cp -p /tmp/siokit.conf.drill /etc/nginx/siokit.conf && systemctl reload nginx")
-    return Fault(
-        start,
-        start,
-        end,
-        {
-            "new_connects_failed": sum(new_report.get("failures", {}).values()),
-            "new_connects_held": new_report["connections"]["peak_held"],
-            "old_workers_left": len(left),
-        },
-    )
 
 
 def host_loss(ctx: Context, sampler: Sampler) -> Fault:
@@ -232,8 +209,12 @@ DRILLS: dict[str, Drill] = {
                 Expect("handshake_failures", "==", 0),
                 Expect("new_connects_failed", "==", 0, "new connects succeed"),
                 Expect("new_connects_held", ">=", 200),
+                Expect("judged_before_drain", "==", True, "the no-drop window ends before the old workers' bound"),
+                Expect("old_workers_left", "==", 0, "old workers drain within a bounded worker_shutdown_timeout"),
+                Expect("old_workers_drained_after_s", "<=", "drain_bound_s"),
+                Expect("back_after_drain_s", "<=", 30, "the drained clients come back on the new workers"),
             ),
-            25,
+            90,
             nginx_reload,
         ),
         Drill(
@@ -383,6 +364,9 @@ def run_drill(drill: Drill, ctx: Context) -> dict[str, Any]:
     window = Window(fault.start, fault.end, fault.observe_end)
     m: Measures = measure(report, window)
     m.extra.update(fault.extra)
+    if "drain_at" in m.extra:  # drill 3: the old workers closed what they held at their bound
+        drain_at = float(m.extra.pop("drain_at"))
+        m.extra["dropped_at_drain"], m.extra["back_after_drain_s"] = dip_and_back(report, drain_at, m.sockets_before)
     if log:
         m.room_sent, m.room_expected, m.room_received = log.in_window(fault.start, fault.observe_end)
         after = (fault.end + 5, fault.observe_end)

@@ -25,7 +25,8 @@ def busiest(samples: ServerSamples, start: float, end: float) -> tuple[str, int]
 
 
 def reconnect_storm(ctx: Context, sampler: Sampler) -> Fault:
-    share = int(cluster.deployed_plan()["uwsgi"]["sockets_per_instance"])
+    plan = cluster.deployed_plan()
+    share = int(plan["uwsgi"]["sockets_per_instance"])
     before = sampler.samples.total(row_at(sampler.samples, time.time()))
     start = time.time()
     cluster.run("lb", "systemctl restart nginx")
@@ -53,5 +54,9 @@ def reconnect_storm(ctx: Context, sampler: Sampler) -> Fault:
             "max_instance": top,
             "max_instance_vs_even_share": round(most / even, 2) if even else None,
             "instances": sum(len(p) for p in ctx.ports.values()),
+            # What the planner allowed for a storm at the planned scale (siokit plan), for comparison.
+            "plan_storm_connects_per_second": plan["nginx"].get("storm_connects_per_second"),
+            "plan_storm_ports_per_upstream_and_source": plan["nginx"].get("storm_ports_per_upstream_and_source"),
+            "plan_usable_ports_per_upstream_and_source": plan["nginx"].get("usable_ports_per_upstream_and_source"),
         },
     )

@@ -82,6 +82,7 @@ def run_site(tmp_path: Path, host_vars: dict[str, Any], groups: tuple[str, ...] 
         ({"nginx_public_ports": ["http"]}, r"nginx_public_ports must hold port numbers, got \"http\""),
         ({"nginx_tls_public_port": "https"}, r"nginx_tls_public_port must be empty or a port number"),
         ({"nginx_monitoring_cidrs": ["everyone"]}, r"nginx_monitoring_cidrs must hold addresses or CIDRs"),
+        ({"nginx_worker_shutdown_timeout": 0}, r"nginx_worker_shutdown_timeout must be a whole number of seconds >= 1"),
         ({"nginx_hsts_max_age": "a year"}, r"argument 'nginx_hsts_max_age' is of type str"),
     ],
     ids=lambda v: next(iter(v)) if isinstance(v, dict) else None,

@@ -11,7 +11,16 @@ from siokit.drills import abuse, cluster, fallback, ports, rolling, runner, slow
 from siokit.drills.base import Fault
 from siokit.drills.clients import Latency, latency_summary, read_frames, ws_frame
 from siokit.drills.load import ServerSamples
-from siokit.drills.measure import Expect, Window, back_after, broadcast_times, evaluate, longest_below, measure
+from siokit.drills.measure import (
+    Expect,
+    Window,
+    back_after,
+    broadcast_times,
+    dip_and_back,
+    evaluate,
+    longest_below,
+    measure,
+)
 from siokit.drills.probe import ProbeLog
 from siokit.drills.runner import DRILLS, NOT_DONE, _others_dropped, markdown
 
@@ -186,6 +195,35 @@ def _judge(key: str, extra: dict[str, Any], **base: Any) -> dict[str, bool]:
         setattr(m, name, value)
     m.extra.update(extra)
     return {c.expect.split(" ")[0]: c.passed for c in evaluate(m, DRILLS[key].expectations)}
+
+
+def test_reload_needs_old_workers_gone_within_the_bound_and_their_clients_back() -> None:
+    ok = {
+        "new_connects_failed": 0,
+        "new_connects_held": 200,
+        "judged_before_drain": True,
+        "old_workers_left": 0,
+        "old_workers_drained_after_s": 41.0,
+        "drain_bound_s": 55,
+        "back_after_drain_s": 6.0,
+    }
+    assert all(_judge("reload", ok).values())
+    assert not _judge("reload", {**ok, "old_workers_left": 3})["old_workers_left"]
+    # no bound configured: nothing drained, nothing to compare with
+    unbounded = _judge("reload", {**ok, "old_workers_drained_after_s": None, "drain_bound_s": None})
+    assert not unbounded["old_workers_drained_after_s"]
+    assert not _judge("reload", {**ok, "old_workers_drained_after_s": 70.0})["old_workers_drained_after_s"]
+    assert not _judge("reload", {**ok, "back_after_drain_s": None})["back_after_drain_s"]
+    assert not _judge("reload", {**ok, "judged_before_drain": False})["judged_before_drain"]
+    assert not _judge("reload", ok, sockets_lowest=2900)["sockets_lowest"]
+
+
+def test_dip_and_back_measures_from_the_dip_not_from_the_bound() -> None:
+    # 3000 held; the old workers close 1000 at t=42 (the bound was t=40), back by t=47
+    r = report([3000] * 42 + [2000, 2400, 2800, 2900, 2990] + [3000] * 10, [0] * 57)
+    assert dip_and_back(r, T0 + 40, 3000) == (1000, 5.0)
+    assert dip_and_back(report([3000] * 60, [0] * 60), T0 + 40, 3000) == (0, 0.0)  # nothing held there
+    assert dip_and_back(report([3000] * 42 + [2000] * 18, [0] * 60), T0 + 40, 3000) == (1000, None)
 
 
 def test_storm_fails_on_an_instance_past_its_planned_share() -> None:

@@ -1,0 +1,71 @@
+"""Drill 3, nginx reloaded with a changed config under load: the old workers keep their websockets
+(no drop at the reload), new connects go to the new workers, and the old workers close what they
+still hold when nginx's worker_shutdown_timeout runs out, so they exit within that bound; their
+clients then come back on the new workers."""
+
+from __future__ import annotations
+
+import re
+import time
+
+from siokit.drills import cluster
+from siokit.drills.base import Context, Fault, wait_until
+from siokit.drills.load import LoadRun, Sampler
+
+NGINX_CONF = "/etc/nginx/nginx.conf"
+SITE_CONF = "/etc/nginx/siokit.conf"
+DRAIN_MARGIN_S = 15  # an old worker closes its connections at the timeout, then exits
+
+
+def workers() -> set[str]:
+    return set(cluster.run("lb", "pgrep -f 'nginx: worker process' || true").split())
+
+
+def shutdown_timeout_s() -> int | None:
+    """worker_shutdown_timeout of the lb's nginx.conf, in seconds; None: not set (no bound)."""
+    m = re.search(r"^\s*worker_shutdown_timeout\s+(\d+)s?;", cluster.run("lb", f"cat {NGINX_CONF}"), re.M)
+    return int(m.group(1)) if m else None
+
+
+def nginx_reload(ctx: Context, sampler: Sampler) -> Fault:
+    timeout = shutdown_timeout_s()
+    old = workers()
+    cluster.run("lb", f"cp -p {SITE_CONF} /tmp/siokit.conf.drill")
+    start = time.time()
+    # A changed config: a comment with the time, so the file differs from the running one.
+    cluster.run("lb", f"echo '# drill reload {int(start)}' >> {SITE_CONF} && nginx -t -q && systemctl reload nginx")
+    # New connects while the old workers still hold their websockets: a second, small load.
+    probe = LoadRun("reload-new", 200, 5, None, ctx.token)
+    probe.start(ctx.out / "reload-new.log")
+    new_report = probe.wait(120)
+    time.sleep(5)
+    end = time.time()  # "no drop at the reload" is judged up to here, before the old workers' bound
+    left_at_end = old & workers()
+    # Put the deployed file back (the infra tests compare it with the rendered one). The workers
+    # this drill started become old in turn and drain at the same bound.
+    middle = workers() - old
+    cluster.run("lb", f"cp -p /tmp/siokit.conf.drill {SITE_CONF} && systemctl reload nginx")
+    restored = time.time()
+    extra: dict[str, object] = {
+        "new_connects_failed": sum(new_report.get("failures", {}).values()),
+        "new_connects_held": new_report["connections"]["peak_held"],
+        "worker_shutdown_timeout_s": timeout,
+        "old_workers_at_judging": len(left_at_end),
+    }
+    if timeout is None:
+        extra["old_workers_left"] = len(old & workers())
+        return Fault(start, start, end, extra)
+    drain_bound = timeout + DRAIN_MARGIN_S
+    extra["drain_bound_s"] = drain_bound
+    if end - start >= timeout:
+        extra["judged_before_drain"] = False  # the window above overlapped the drain: judged wrongly
+    else:
+        extra["judged_before_drain"] = True
+    drained = wait_until(lambda: not (old & workers()), max(0.0, start + drain_bound - time.time()), 1)
+    extra["old_workers_drained_after_s"] = round(drained - start, 1) if drained else None
+    extra["old_workers_left"] = len(old & workers())
+    drained_2 = wait_until(lambda: not (middle & workers()), max(0.0, restored + drain_bound - time.time()), 1)
+    extra["drill_workers_drained_after_restore_s"] = round(drained_2 - restored, 1) if drained_2 else None
+    # The runner measures from the load's timeline how soon after this the drained clients were back.
+    extra["drain_at"] = start + timeout
+    return Fault(start, start, end, extra)
