@@ -12,35 +12,19 @@ in ip_local_port_range (tests/integration/_port_pressure.py).
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from ._netns import run_in_netns
+
 pytestmark = pytest.mark.integration
 
-HERE = Path(__file__).parent
 FAIL_TIMEOUT_S = 10  # ansible/roles/nginx/defaults/main.yml nginx_upstream_fail_timeout
 
 
 def test_port_shortage_is_bounded_by_fail_timeout(tmp_path: Path) -> None:
-    if os.geteuid() != 0 or not shutil.which("unshare"):
-        pytest.fail("needs root and unshare(1) for a network namespace (CI and the dev machines have both)")
-    out = tmp_path / "ports.json"
-    proc = subprocess.run(
-        ["unshare", "-n", sys.executable, str(HERE / "_port_pressure.py"), str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=HERE.parents[1],
-        # This checkout's siokit, templates and app, not wherever the venv's editable install points.
-        env={**os.environ, "PYTHONPATH": str(HERE.parents[1])},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(out.read_text())
+    result = run_in_netns("_port_pressure.py", tmp_path / "ports.json", timeout=300)
     print(
         json.dumps({k: v for k, v in result.items() if k != "back_under_the_ports"}),
         "recovered after",

@@ -14,35 +14,19 @@ with 100 ports in ip_local_port_range, nginx restarted under its websockets, a r
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from ._netns import run_in_netns
+
 pytestmark = pytest.mark.integration
 
-HERE = Path(__file__).parent
 RANGE = 100  # _reconnect_storm.PORTS
 
 
 def test_reconnect_storm_fits_the_planned_ports_and_runs_out_past_them(tmp_path: Path) -> None:
-    if os.geteuid() != 0 or not shutil.which("unshare"):
-        pytest.fail("needs root and unshare(1) for a network namespace (CI and the dev machines have both)")
-    out = tmp_path / "storm.json"
-    proc = subprocess.run(
-        ["unshare", "-n", sys.executable, str(HERE / "_reconnect_storm.py"), str(out)],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        cwd=HERE.parents[1],
-        # This checkout's siokit, templates and app, not wherever the venv's editable install points.
-        env={**os.environ, "PYTHONPATH": str(HERE.parents[1])},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(out.read_text())
+    result = run_in_netns("_reconnect_storm.py", tmp_path / "storm.json", timeout=180)
     planned, past = result["runs"]
     for run in (planned, past):
         print(json.dumps({k: v for k, v in run.items() if k not in ("timeline", "before")}))
