@@ -32,6 +32,9 @@ class Fault:
     end: float
     observe_end: float
     extra: dict[str, Any] = field(default_factory=dict)
+    # When the drill expects its clients to be dropped on purpose after the fault (drill 3: the old
+    # workers' bound); the runner measures that dip and the return from the load's timeline.
+    drain_at: float | None = None
 
 
 @dataclass(frozen=True)

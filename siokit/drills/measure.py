@@ -8,6 +8,7 @@ report is read as a black box: only its top-level ``started_at``, ``duration.ram
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -167,18 +168,13 @@ def dip_and_back(report: dict[str, Any], t: float, before: int, within: float = 
     """Sockets lost in the first dip below `before` that starts within `within` seconds of `t`, and
     seconds from that dip's first sample to the first sample back at `before` (None: never back).
     No dip: (0, 0.0). Measured from the dip, not from `t`: a sample at `t` may precede the drop."""
-    samples = [s for s in timeline_samples(report) if s.t >= t]
-    dip = next((s for s in samples if s.t <= t + within and s.connected < before), None)
+    samples = timeline_samples(report)
+    dip = next((s for s in samples if t <= s.t <= t + within and s.connected < before), None)
     if dip is None:
         return 0, 0.0
-    lowest = dip.connected
-    for s in samples:
-        if s.t < dip.t:
-            continue
-        if s.connected >= before:
-            return before - lowest, round(s.t - dip.t, 1)
-        lowest = min(lowest, s.connected)
-    return before - lowest, None
+    back = back_after(report, dip.t, before)
+    until = math.inf if back is None else dip.t + back
+    return before - min(s.connected for s in samples if dip.t <= s.t <= until), back
 
 
 def longest_below(report: dict[str, Any], window: Window, before: int) -> float:

@@ -40,32 +40,28 @@ def nginx_reload(ctx: Context, sampler: Sampler) -> Fault:
     new_report = probe.wait(120)
     time.sleep(5)
     end = time.time()  # "no drop at the reload" is judged up to here, before the old workers' bound
-    left_at_end = old & workers()
+    now = workers()
     # Put the deployed file back (the infra tests compare it with the rendered one). The workers
     # this drill started become old in turn and drain at the same bound.
-    middle = workers() - old
+    middle = now - old
     cluster.run("lb", f"cp -p /tmp/siokit.conf.drill {SITE_CONF} && systemctl reload nginx")
     restored = time.time()
     extra: dict[str, object] = {
         "new_connects_failed": sum(new_report.get("failures", {}).values()),
         "new_connects_held": new_report["connections"]["peak_held"],
         "worker_shutdown_timeout_s": timeout,
-        "old_workers_at_judging": len(left_at_end),
+        "old_workers_at_judging": len(old & now),
     }
     if timeout is None:
         extra["old_workers_left"] = len(old & workers())
         return Fault(start, start, end, extra)
     drain_bound = timeout + DRAIN_MARGIN_S
     extra["drain_bound_s"] = drain_bound
-    if end - start >= timeout:
-        extra["judged_before_drain"] = False  # the window above overlapped the drain: judged wrongly
-    else:
-        extra["judged_before_drain"] = True
+    # False: the no-drop window above overlapped the drain, so it was judged on the wrong span.
+    extra["judged_before_drain"] = end - start < timeout
     drained = wait_until(lambda: not (old & workers()), max(0.0, start + drain_bound - time.time()), 1)
     extra["old_workers_drained_after_s"] = round(drained - start, 1) if drained else None
     extra["old_workers_left"] = len(old & workers())
     drained_2 = wait_until(lambda: not (middle & workers()), max(0.0, restored + drain_bound - time.time()), 1)
     extra["drill_workers_drained_after_restore_s"] = round(drained_2 - restored, 1) if drained_2 else None
-    # The runner measures from the load's timeline how soon after this the drained clients were back.
-    extra["drain_at"] = start + timeout
-    return Fault(start, start, end, extra)
+    return Fault(start, start, end, extra, drain_at=start + timeout)

@@ -364,9 +364,10 @@ def run_drill(drill: Drill, ctx: Context) -> dict[str, Any]:
     window = Window(fault.start, fault.end, fault.observe_end)
     m: Measures = measure(report, window)
     m.extra.update(fault.extra)
-    if "drain_at" in m.extra:  # drill 3: the old workers closed what they held at their bound
-        drain_at = float(m.extra.pop("drain_at"))
-        m.extra["dropped_at_drain"], m.extra["back_after_drain_s"] = dip_and_back(report, drain_at, m.sockets_before)
+    if fault.drain_at is not None:
+        m.extra["dropped_at_drain"], m.extra["back_after_drain_s"] = dip_and_back(
+            report, fault.drain_at, m.sockets_before
+        )
     if log:
         m.room_sent, m.room_expected, m.room_received = log.in_window(fault.start, fault.observe_end)
         after = (fault.end + 5, fault.observe_end)
