@@ -137,11 +137,12 @@ local-up: venv static
 local-down: venv
 	$(BIN)/python -m siokit.cli local down
 
-# Ends on one line adding up every stage's tests (CI reads the closing line).
+# Ends on one line adding up every stage's tests (CI reads the closing lines), with each failed test
+# named above it, also when a stage failed and stopped the run.
 test:
 	rm -rf $(REPORTS)
-	$(MAKE) check converge-test cluster-test
-	$(PYTHON) scripts/test-summary.py $(REPORTS) unit integration converge-test cluster-test
+	$(MAKE) check converge-test cluster-test; stages=$$?; \
+		$(PYTHON) scripts/test-summary.py $(REPORTS) unit integration converge-test cluster-test && exit $$stages
 
 # The load benchmark: ramp to CONNECTIONS through the lb, hold HOLD seconds with Engine.IO pings,
 # broadcast, ramp down; per-component memory and CPU. BENCH_TARGET=loopback runs without containers.

@@ -2,8 +2,9 @@
 """Add up the JUnit XML reports of every `make test` stage into one closing line.
 
 `make test` runs pytest several times (unit, loopback integration, converge, testinfra under
-Molecule); each prints its own summary in the middle of the log. CI reads the last line, so this
-prints the totals there, one line per stage above it. Exits 1 when a report is missing or names
+Molecule); each prints its own summary in the middle of the log. CI reads the last lines, so this
+prints the totals there, one line per stage and one per failed test above it, also after a stage
+failed and stopped the run. Exits 1 when a report is missing or names
 a failure, so a stage that wrote nothing cannot pass unnoticed, and when a test was skipped for a
 reason not listed in ALLOWED_SKIPS: under `make test` a missing prerequisite is a failure.
 """
@@ -61,12 +62,22 @@ def unexpected_skips(report: Path) -> list[str]:
     return found
 
 
+def failures(report: Path) -> list[str]:
+    """`classname::name: first line of the message` of each failed or erroring test."""
+    found = []
+    for case in ET.parse(report).getroot().iter("testcase"):
+        for bad in (*case.iter("failure"), *case.iter("error")):
+            message = (bad.get("message") or bad.text or "").strip().splitlines()
+            found.append(f"{case.get('classname')}::{case.get('name')}: {message[0][:300] if message else ''}")
+    return found
+
+
 def main(argv: list[str]) -> int:
     if len(argv) < 2:
         print("usage: test-summary.py REPORT_DIR STAGE [STAGE ...]", file=sys.stderr)
         return 2
     directory, stages = Path(argv[0]), argv[1:]
-    total, missing, skips = Counts(), [], []
+    total, missing, skips, failed = Counts(), [], [], []
     for stage in stages:
         report = directory / f"{stage}.xml"
         if not report.is_file():
@@ -76,10 +87,13 @@ def main(argv: list[str]) -> int:
         print(counts.line(f"  {stage}"))
         total = total.plus(counts)
         skips += [f"{stage}: {s}" for s in unexpected_skips(report)]
+        failed += [f"{stage}: {f}" for f in failures(report)]
     for stage in missing:
         print(f"  {stage}: no report at {directory / (stage + '.xml')}", file=sys.stderr)
     for skip in skips:
         print(f"  skipped, not allowed: {skip}", file=sys.stderr)
+    for failure in failed:
+        print(f"  failed: {failure}", file=sys.stderr)
     print(total.line("test") + (f" ({len(skips)} skips not allowed)" if skips else ""))
     return 1 if missing or skips or total.failed or not total.passed else 0
 

@@ -27,7 +27,7 @@ def test_needs_a_tool():
 """
 
 
-def junit(tmp_path: Path, stage: str, source: str) -> None:
+def junit(tmp_path: Path, stage: str, source: str, *, check: bool = True) -> None:
     test = tmp_path / f"test_{stage}.py"
     test.write_text(source)
     report = tmp_path / "reports" / f"{stage}.xml"
@@ -35,7 +35,7 @@ def junit(tmp_path: Path, stage: str, source: str) -> None:
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={report}", str(test)],
         cwd=tmp_path,
         capture_output=True,
-        check=True,
+        check=check,
     )
 
 
@@ -64,3 +64,17 @@ def test_a_missing_stage_fails(tmp_path: Path) -> None:
     junit(tmp_path, "unit", STAGE)
     r = summary(tmp_path, "unit", "converge-test")
     assert r.returncode == 1 and "converge-test: no report" in r.stderr, r.stdout + r.stderr
+
+
+FAILING = """
+def test_breaks():
+    assert 2 + 2 == 5, "arithmetic moved"
+"""
+
+
+def test_a_failed_test_is_named(tmp_path: Path) -> None:
+    junit(tmp_path, "cluster-test", FAILING, check=False)
+    r = summary(tmp_path, "cluster-test")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "failed: cluster-test: test_cluster-test::test_breaks: AssertionError: arithmetic moved" in r.stderr
+    assert r.stdout.splitlines()[-1] == "test: 0 passed, 1 failed, 0 skipped"
