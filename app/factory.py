@@ -104,6 +104,9 @@ def create_app(
         log.exception("handler for %r on %s failed", event, getattr(request, "namespace", "?"))
         return error("internal error")
 
+    if "siokit_admin_ui" in app.extensions and upstream_patches:
+        # Any plain HTTP request (a /healthz probe, a scrape) starts the UI's server stats too.
+        app.before_request(lambda: start_admin_ui_stats(app))
     register_routes(app, state)
     # Only under gevent: the probe measures the hub, and a threading test app has none to block.
     if socketio.server.eio.async_mode.startswith("gevent"):
@@ -133,6 +136,22 @@ def start_message_queue(app: Flask) -> None:
     if not server.manager_initialized:
         server.manager_initialized = True
         server.manager.initialize()
+
+
+def start_admin_ui_stats(app: Flask) -> None:
+    """Start the Admin UI's "server_stats" now instead of at this instance's first Engine.IO connect.
+
+    python-socketio starts them in `_handle_eio_connect`: an instance (re)started with no client yet
+    is missing from the UI's Servers page, though it serves. This sets the same two attributes that
+    method sets (socketio/admin.py 5.18.1): only with the version guard's consent. Must run in the
+    worker (after uWSGI's fork). Idempotent.
+    """
+    admin = app.extensions.get("siokit_admin_ui")
+    if admin is None or admin.stats_task is not None:
+        return
+    if admin.stop_stats_event is None:
+        admin.stop_stats_event = admin.sio.eio.create_event()
+    admin.stats_task = admin.sio.start_background_task(admin._emit_server_stats)
 
 
 def start_hub_lag_probe(app: Flask) -> None:

@@ -6,7 +6,7 @@ from gevent import monkey
 monkey.patch_all()
 
 from app.config import Config  # noqa: E402
-from app.factory import create_app, start_message_queue  # noqa: E402
+from app.factory import create_app, start_admin_ui_stats, start_message_queue  # noqa: E402
 from app.upstream import eio_socket, ping_timer, service_task, uwsgi_websocket, versions  # noqa: E402
 
 _config = Config.from_env()
@@ -29,3 +29,5 @@ if _config.message_queue is not None:
         # In each worker right after the fork: listener greenlets and Redis sockets must not be
         # created in the master. (With lazy-apps this hook never fires; the first request covers it.)
         postfork(lambda: start_message_queue(application))
+        if _patched:
+            postfork(lambda: start_admin_ui_stats(application))

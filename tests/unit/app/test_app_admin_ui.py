@@ -111,3 +111,25 @@ def test_every_namespace_is_listed_and_events_still_reach_the_classes(ui_app: Fl
     client = ui_app.extensions["socketio"].test_client(ui_app, namespace="/", auth={"nickname": "ann"})
     ack = client.emit("join", {"room": "lobby"}, namespace="/", callback=True)
     assert ack["ok"] is True, ack
+
+
+def test_server_stats_start_before_the_first_client(ui_app: Flask) -> None:
+    """An instance with no client yet still reports itself to the UI (python-socketio waits for one)."""
+    admin = ui_app.extensions["siokit_admin_ui"]
+    assert admin.stats_task is None
+    assert ui_app.test_client().get("/healthz").status_code == 200
+    assert admin.stats_task is not None
+    task = admin.stats_task
+    ui_app.test_client().get("/healthz")
+    assert admin.stats_task is task, "a second request started a second stats task"
+
+
+def test_server_stats_wait_for_a_client_on_stock_code() -> None:
+    """With the version guard's fallback the kit leaves admin.py's internals alone."""
+    config = Config(instance_id="unit:ui-stock", admin_ui=True, admin_ui_password=PASSWORD)
+    app = create_app(config, async_mode="threading", upstream_patches=False)
+    try:
+        app.test_client().get("/healthz")
+        assert app.extensions["siokit_admin_ui"].stats_task is None
+    finally:
+        app.extensions["siokit_admin_ui"].uninstrument()
