@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import sys
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,8 +41,7 @@ class Counts:
         return f"{label}: {self.passed} passed, {self.failed} failed, {self.skipped} skipped"
 
 
-def read(report: Path) -> Counts:
-    root = ET.parse(report).getroot()
+def read(root: ET.Element) -> Counts:
     suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
     total = failed = skipped = 0
     for suite in suites:
@@ -51,25 +51,30 @@ def read(report: Path) -> Counts:
     return Counts(total - failed - skipped, failed, skipped)
 
 
-def unexpected_skips(report: Path) -> list[str]:
+def outcomes(root: ET.Element, *tags: str) -> Iterator[tuple[str, str]]:
+    """(`classname::name`, message) of each test's `skipped`, `failure` or `error` element named in tags."""
+    for case in root.iter("testcase"):
+        for outcome in case:
+            if outcome.tag in tags:
+                message = (outcome.get("message") or outcome.text or "").strip()
+                yield f"{case.get('classname')}::{case.get('name')}", message
+
+
+def unexpected_skips(root: ET.Element) -> list[str]:
     """`classname::name: reason` of each skip whose reason no ALLOWED_SKIPS pattern accepts."""
-    found = []
-    for case in ET.parse(report).getroot().iter("testcase"):
-        for skip in case.iter("skipped"):
-            reason = skip.get("message") or skip.text or ""
-            if not any(p.search(reason) for p in ALLOWED_SKIPS):
-                found.append(f"{case.get('classname')}::{case.get('name')}: {reason.strip()[:200]}")
-    return found
+    return [
+        f"{name}: {reason[:200]}"
+        for name, reason in outcomes(root, "skipped")
+        if not any(p.search(reason) for p in ALLOWED_SKIPS)
+    ]
 
 
-def failures(report: Path) -> list[str]:
+def failures(root: ET.Element) -> list[str]:
     """`classname::name: first line of the message` of each failed or erroring test."""
-    found = []
-    for case in ET.parse(report).getroot().iter("testcase"):
-        for bad in (*case.iter("failure"), *case.iter("error")):
-            message = (bad.get("message") or bad.text or "").strip().splitlines()
-            found.append(f"{case.get('classname')}::{case.get('name')}: {message[0][:300] if message else ''}")
-    return found
+    return [
+        f"{name}: {message.splitlines()[0][:300] if message else ''}"
+        for name, message in outcomes(root, "failure", "error")
+    ]
 
 
 def main(argv: list[str]) -> int:
@@ -83,11 +88,12 @@ def main(argv: list[str]) -> int:
         if not report.is_file():
             missing.append(stage)
             continue
-        counts = read(report)
+        root = ET.parse(report).getroot()
+        counts = read(root)
         print(counts.line(f"  {stage}"))
         total = total.plus(counts)
-        skips += [f"{stage}: {s}" for s in unexpected_skips(report)]
-        failed += [f"{stage}: {f}" for f in failures(report)]
+        skips += [f"{stage}: {s}" for s in unexpected_skips(root)]
+        failed += [f"{stage}: {f}" for f in failures(root)]
     for stage in missing:
         print(f"  {stage}: no report at {directory / (stage + '.xml')}", file=sys.stderr)
     for skip in skips:
