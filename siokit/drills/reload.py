@@ -59,9 +59,13 @@ def nginx_reload(ctx: Context, sampler: Sampler) -> Fault:
     extra["drain_bound_s"] = drain_bound
     # False: the no-drop window above overlapped the drain, so it was judged on the wrong span.
     extra["judged_before_drain"] = end - start < timeout
-    drained = wait_until(lambda: not (old & workers()), max(0.0, start + drain_bound - time.time()), 1)
-    extra["old_workers_drained_after_s"] = round(drained - start, 1) if drained else None
+    extra["old_workers_drained_after_s"] = gone_after(old, start, drain_bound)
     extra["old_workers_left"] = len(old & workers())
-    drained_2 = wait_until(lambda: not (middle & workers()), max(0.0, restored + drain_bound - time.time()), 1)
-    extra["drill_workers_drained_after_restore_s"] = round(drained_2 - restored, 1) if drained_2 else None
+    extra["drill_workers_drained_after_restore_s"] = gone_after(middle, restored, drain_bound)
     return Fault(start, start, end, extra, drain_at=start + timeout)
+
+
+def gone_after(pids: set[str], since: float, bound: float) -> float | None:
+    """Seconds from `since` until none of these workers runs, waiting up to `since + bound`; None: still there."""
+    gone = wait_until(lambda: not (pids & workers()), max(0.0, since + bound - time.time()), 1)
+    return round(gone - since, 1) if gone else None
