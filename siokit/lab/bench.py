@@ -247,6 +247,13 @@ def broadcast_costs(readings: list[broadcast_cpu.Reading], report: dict[str, Any
     return broadcast_cpu.per_broadcast(readings, report["broadcast"]["per_broadcast"], hold)
 
 
+def connect_costs(readings: list[broadcast_cpu.Reading], report: dict[str, Any]) -> dict[str, Any]:
+    """The ramp's CPU-seconds per component above the idle rate before it, per connect."""
+    start = float(report["started_at"])
+    ramp = (start, start + float(report["duration"]["ramp_s"]))
+    return broadcast_cpu.per_connect(readings, ramp, int(report["connections"]["established"]))
+
+
 def _per_socket_kb(delta_bytes: float, sockets: int) -> float | None:
     return round(delta_bytes / sockets / KB, 2) if sockets else None
 
@@ -386,6 +393,7 @@ def run(target: Target, load_args: list[str], out: Path, key: str, floor_gib: fl
             file=sys.stderr,
             flush=True,
         )
+    summary["connect_cpu"] = connect_costs(readings, report)
     if report.get("broadcast", {}).get("per_broadcast"):
         summary["broadcast_cpu"] = broadcast_costs(readings, report)
     if summary["server_counts"]["match"] is False:

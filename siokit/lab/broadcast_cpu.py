@@ -1,4 +1,4 @@
-"""CPU-seconds each component spends on one broadcast, above what it spends anyway.
+"""CPU-seconds each component spends on one broadcast, above what it spends anyway, and on one connect.
 
 Issue #9 asks where a broadcast's time goes: uWSGI, nginx, the load generator, and the kernel. A
 1 s timeline of CPU ticks per process (utime and stime apart) and of the machine's /proc/stat is
@@ -10,6 +10,11 @@ The kernel's share outside the sampled processes is the machine's softirq time (
 loopback, veth and the bridge) plus system time no sampled process was charged with. On a machine
 shared with other work (VMs, other tests) that last part includes their system time: read it as an
 upper bound.
+
+The ramp is charged the same way (`per_connect`): what every component used from the ramp's start to
+its end, minus its idle rate before the ramp, over the connects the load generator made. Gross of the
+held sockets' own pings and timers during the ramp, which at the planner's ping interval are a small
+part (the quiet hold's rate over the ramp's average count bounds them).
 """
 
 from __future__ import annotations
@@ -114,3 +119,26 @@ def per_broadcast(
         rows.append({"seq": b["seq"], "clients": clients, "window_s": round(span, 1), "cpu_s": extra,
                      "us_per_delivery": per})  # fmt: skip
     return {"quiet_cores": {k: round(v, 3) for k, v in rate.items()}, "broadcasts": rows}
+
+
+def per_connect(readings: list[Reading], ramp: tuple[float, float], connects: int) -> dict[str, Any]:
+    """CPU-seconds per key over the ramp above the idle rate before it, and microseconds per connect."""
+    before = [r for r in readings if r.wall <= ramp[0]]
+    pair = _between(readings, *ramp)
+    if pair is None or not connects:
+        return {"measured": False, "reason": "no CPU readings span the ramp" if connects else "no connects"}
+    idle: dict[str, float] = {}
+    if len(before) >= 2 and before[-1].wall - before[0].wall >= 1.0:
+        span = before[-1].wall - before[0].wall
+        idle = {k: v / span for k, v in used(before[0], before[-1]).items()}
+    window = pair[1].wall - pair[0].wall
+    cpu = {k: round(v - idle.get(k, 0.0) * window, 3) for k, v in used(*pair).items()}
+    return {
+        "measured": True,
+        "window_s": round(window, 1),
+        "connects": connects,
+        "connects_per_s": round(connects / window, 1) if window > 0 else None,
+        "idle_subtracted": bool(idle),
+        "cpu_s": cpu,
+        "us_per_connect": {k: round(v / connects * 1e6, 1) for k, v in cpu.items()},
+    }

@@ -63,3 +63,21 @@ def test_send_times_merge_to_the_earliest() -> None:
     b.broadcast_sent_at = {1: 9.5}
     a.merge(WorkerStats.from_dict(b.to_dict()))
     assert a.broadcast_sent_at == {1: 9.5, 2: 20.0}
+
+
+def test_the_ramp_is_charged_per_connect_above_the_idle_rate_before_it() -> None:
+    # uWSGI's 0.5 core of user time runs from t=0; the ramp (t=1020-1070) adds 2.5 s of it in all
+    readings = _timeline((1020.0, 1070.0), extra_user_s=2.5, extra_softirq_s=0.5)
+    got = broadcast_cpu.per_connect(readings, (1020.0, 1070.0), connects=5000)
+    assert got["measured"] and got["idle_subtracted"]
+    assert got["window_s"] == 50.0 and got["connects_per_s"] == 100.0
+    assert abs(got["cpu_s"]["uwsgi user"] - 2.5) < 0.05
+    assert abs(got["cpu_s"]["nginx sys"]) < 0.05
+    assert abs(got["us_per_connect"]["uwsgi user"] - 500.0) < 10
+    assert abs(got["us_per_connect"]["softirq"] - 100.0) < 10
+
+
+def test_a_ramp_outside_the_readings_is_not_measured() -> None:
+    readings = _timeline((1020.0, 1070.0), 1.0, 0.0)
+    got = broadcast_cpu.per_connect(readings, (1090.0, 1200.0), connects=10)
+    assert got == {"measured": False, "reason": "no CPU readings span the ramp"}
