@@ -16,7 +16,8 @@ What instrument() does here (python-socketio 5.18.1, socketio/admin.py):
 - each instance emits "server_stats" to the admin namespace through the client manager: with the
   Redis manager, a UI connected to any instance sees every instance (serverId = manager.host_id);
 - server_stats takes len(eio.sockets) and scans them for polling clients every 2 s, O(sockets of
-  the instance), from the first Engine.IO connect on;
+  the instance), from the first Engine.IO connect on. On the kit's websocket handler,
+  `count_polling_by_upgrades` replaces that scan with a count (below);
 - server_stats lists the namespaces of `sio.handlers` only, where Flask-SocketIO's class-based
   namespaces (the kit's "/", "/anonymous", "/admin") are not: each gets a no-op handler of an event no
   client sends (LISTING_EVENT), which lists it with its socket count.
@@ -24,9 +25,13 @@ What instrument() does here (python-socketio 5.18.1, socketio/admin.py):
 
 from __future__ import annotations
 
+import functools
 import hmac
 import logging
+import time
 from typing import Any
+
+from app.upstream import eio_socket
 
 log = logging.getLogger(__name__)
 
@@ -78,3 +83,46 @@ def instrument(server: Any, user: str, password: str, refused: Any) -> Any:
 
 def _ignore(*_: Any) -> None:
     return None
+
+
+def count_polling_by_upgrades(admin: Any) -> None:
+    """Make `admin`'s server_stats count polling clients without walking every socket.
+
+    Why: python-socketio's `_emit_server_stats` (socketio/admin.py 5.18.1) builds a list of every
+    socket not yet upgraded, every 2 s, whether or not a UI is connected. In the 160,000-socket hold
+    (BENCHMARKS.md, "The quiet hold at 160,000") that walk was 20% of a uWSGI worker's non-idle
+    py-spy samples. The kit's handler counts the websockets it holds (app/upstream/eio_socket.py), so
+    polling clients = sockets - websockets. A copy of the library's loop with that one change: only
+    with the version guard's consent, and only where every websocket runs on the kit's handler (the
+    uWSGI event driver). Must run before the stats task starts.
+    """
+    admin._emit_server_stats = functools.partial(_emit_server_stats, admin)
+
+
+def _emit_server_stats(admin: Any) -> None:
+    sio = admin.sio
+    start_time = time.time()
+    namespaces = sorted(sio.handlers.keys())
+    from socketio import admin as upstream
+
+    while not admin.stop_stats_event.is_set():
+        sio.sleep(admin.server_stats_interval)
+        clients = len(sio.eio.sockets)
+        sio.emit(
+            "server_stats",
+            {
+                "serverId": admin.server_id,
+                "hostname": upstream.HOSTNAME,
+                "pid": upstream.PID,
+                "uptime": time.time() - start_time,
+                "clientsCount": clients,
+                # Closing websockets leave the count a moment before their socket leaves eio.sockets.
+                "pollingClientsCount": max(0, clients - eio_socket.websockets()),
+                "aggregatedEvents": admin.event_buffer.get_and_clear(),
+                "namespaces": [
+                    {"name": nsp, "socketsCount": len(sio.manager.rooms.get(nsp, {None: []}).get(None, []))}
+                    for nsp in namespaces
+                ],
+            },
+            namespace=admin.admin_namespace,
+        )

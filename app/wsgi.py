@@ -5,6 +5,7 @@ from gevent import monkey
 
 monkey.patch_all()
 
+from app import admin_ui  # noqa: E402
 from app.config import Config  # noqa: E402
 from app.factory import create_app, start_admin_ui_stats, start_message_queue  # noqa: E402
 from app.upstream import eio_socket, ping_timer, service_task, uwsgi_websocket, versions  # noqa: E402
@@ -19,6 +20,8 @@ if _patched and _config.websocket_driver == "event":
     service_task.install()
 # gevent_uwsgi, not gevent: under uWSGI the gevent mode has no websocket (Flask-SocketIO #1487, #1058).
 application = create_app(_config, async_mode="gevent_uwsgi", upstream_patches=_patched)
+if _patched and _config.websocket_driver == "event" and "siokit_admin_ui" in application.extensions:
+    admin_ui.count_polling_by_upgrades(application.extensions["siokit_admin_ui"])
 
 if _config.message_queue is not None:
     try:

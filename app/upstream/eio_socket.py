@@ -23,6 +23,14 @@ from app.upstream.ws_frame import frame_for
 
 _INFO = logging.INFO
 _original: dict[str, Any] = {}
+# Sockets this process's handler has upgraded and not yet closed: the Admin UI's polling count is
+# the sockets minus these, instead of a walk of every socket (app/admin_ui.py).
+_websockets = 0
+
+
+def websockets() -> int:
+    """Sockets on the kit's websocket handler in this process."""
+    return _websockets
 
 
 def send(self: Any, pkt: Any) -> None:
@@ -71,6 +79,8 @@ def websocket_handler(self: Any, ws: Any) -> list[Any]:
         return _original["_websocket_handler"](self, ws)  # type: ignore[no-any-return]
     from engineio import exceptions, packet
 
+    global _websockets
+
     server = self.server
 
     def websocket_wait() -> Any:
@@ -118,6 +128,7 @@ def websocket_handler(self: Any, ws: Any) -> list[Any]:
             break
         ws.send_frame(frame_for(pkt))
     self._siokit_ws = ws
+    _websockets += 1
     server.logger.info("%s: Upgrade to websocket successful", self.sid)
 
     try:
@@ -142,6 +153,7 @@ def websocket_handler(self: Any, ws: Any) -> list[Any]:
                 server.logger.exception("Unknown receive error")
                 break
     finally:
+        _websockets -= 1
         ws.close()
         self.close(wait=False, abort=True, reason=server.reason.TRANSPORT_CLOSE)
         self._siokit_ws = None

@@ -133,3 +133,42 @@ def test_server_stats_wait_for_a_client_on_stock_code() -> None:
         assert app.extensions["siokit_admin_ui"].stats_task is None
     finally:
         app.extensions["siokit_admin_ui"].uninstrument()
+
+
+class _NoWalk:
+    """An Engine.IO socket that fails the test if server_stats looks at it."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"server_stats read socket.{name}: it walked the sockets")
+
+
+class _OneRound:
+    """stop_stats_event: lets the loop run once."""
+
+    def __init__(self) -> None:
+        self.checks = 0
+
+    def is_set(self) -> bool:
+        self.checks += 1
+        return self.checks > 1
+
+
+def test_server_stats_count_polling_clients_without_a_walk(ui_app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    from app import admin_ui
+    from app.upstream import eio_socket
+
+    admin = ui_app.extensions["siokit_admin_ui"]
+    admin_ui.count_polling_by_upgrades(admin)
+    sio = admin.sio
+    emitted: list[tuple[str, Any]] = []
+    monkeypatch.setattr(sio.eio, "sockets", {f"e{i}": _NoWalk() for i in range(5)})
+    monkeypatch.setattr(eio_socket, "_websockets", 3)
+    monkeypatch.setattr(sio, "sleep", lambda _s: None)
+    monkeypatch.setattr(sio, "emit", lambda event, data, namespace: emitted.append((event, data)))
+    admin.stop_stats_event = _OneRound()
+    admin._emit_server_stats()
+    [(event, stats)] = emitted
+    assert event == "server_stats"
+    assert (stats["clientsCount"], stats["pollingClientsCount"]) == (5, 2)
+    assert stats["serverId"] == admin.server_id
+    assert {"/", "/anonymous", "/admin", ADMIN_UI_NAMESPACE} <= {n["name"] for n in stats["namespaces"]}

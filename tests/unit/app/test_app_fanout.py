@@ -400,3 +400,44 @@ def test_service_task_stops_when_canceled() -> None:
 
     server = _Server([_Sock(f"s{i}") for i in range(10)], _Event(stop_after=1))
     assert service_task._one_cycle(server) is False
+
+
+class _CountingWS:
+    """A frame-capable websocket whose client sends `incoming`, then closes; records the handler's count."""
+
+    supports_frames = True
+
+    def __init__(self, incoming: list[str]) -> None:
+        self.incoming = list(incoming)
+        self.seen: list[int] = []
+        self.frames: list[bytes] = []
+
+    def wait(self) -> str | None:
+        self.seen.append(eio_socket.websockets())
+        return self.incoming.pop(0) if self.incoming else None
+
+    def send_frame(self, frame: bytes) -> None:
+        self.frames.append(frame)
+
+    def close(self) -> None:
+        pass
+
+
+def test_the_handler_counts_the_websockets_it_holds(patched_socket: None) -> None:
+    import engineio
+
+    eio = engineio.Server(async_mode="threading")
+    before = eio_socket.websockets()
+    ws = _CountingWS(["6"])  # a NOOP, then the client closes
+    sock = engineio.socket.Socket(eio, "sid1")
+    sock._websocket_handler(ws)
+    assert ws.seen == [before + 1, before + 1]  # held while it reads
+    assert eio_socket.websockets() == before  # and released when it ends
+    assert sock.closed
+
+    # a failed upgrade from polling is never counted
+    polling = engineio.socket.Socket(eio, "sid2")
+    polling.connected = True
+    failed = _CountingWS(["5"])  # UPGRADE where the PING probe belongs
+    polling._websocket_handler(failed)
+    assert eio_socket.websockets() == before and failed.seen == [before]
