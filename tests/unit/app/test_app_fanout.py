@@ -441,3 +441,23 @@ def test_the_handler_counts_the_websockets_it_holds(patched_socket: None) -> Non
     failed = _CountingWS(["5"])  # UPGRADE where the PING probe belongs
     polling._websocket_handler(failed)
     assert eio_socket.websockets() == before and failed.seen == [before]
+
+
+def test_after_the_upgrade_the_socket_drops_its_queue(patched_socket: None) -> None:
+    import engineio
+    from engineio import exceptions
+
+    eio = engineio.Server(async_mode="threading")
+    socks = [engineio.socket.Socket(eio, f"q{i}") for i in range(2)]
+    for sock in socks:
+        before = sock.queue
+        sock.queue.put(eio_packet.Packet(eio_packet.MESSAGE, data="queued before the upgrade"))
+        ws = _CountingWS([])
+        sock._websocket_handler(ws)
+        assert ws.frames == [b"\x81\x1a4queued before the upgrade"]  # sent first, in order
+        assert sock.queue is not before
+    assert socks[0].queue is socks[1].queue  # one shared, empty stand-in per server
+    socks[0].queue.put("dropped")
+    with pytest.raises(exceptions.QueueEmpty):
+        socks[0].poll()  # a late long-polling GET: empty at once
+    socks[0].queue.join()
