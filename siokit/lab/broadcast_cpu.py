@@ -12,9 +12,11 @@ shared with other work (VMs, other tests) that last part includes their system t
 upper bound.
 
 The ramp is charged the same way (`per_connect`): what every component used from the ramp's start to
-its end, minus its idle rate before the ramp, over the connects the load generator made. Gross of the
-held sockets' own pings and timers during the ramp, which at the planner's ping interval are a small
-part (the quiet hold's rate over the ramp's average count bounds them).
+its end, minus its idle rate before the ramp (when readings before it exist), over the connects the
+load generator made. Processes started in the ramp (the load generator's workers, and its start-up)
+count from zero. Gross of the held sockets' own pings and timers during the ramp, which at the
+planner's ping interval are a small part (the quiet hold's rate over the ramp's average count bounds
+them).
 """
 
 from __future__ import annotations
@@ -52,15 +54,19 @@ def read(procs: list[procstats.Proc]) -> Reading:
     return Reading(time.time(), split, machine_ticks())
 
 
-def used(a: Reading, b: Reading) -> dict[str, float]:
+def used(a: Reading, b: Reading, born_between: bool = False) -> dict[str, float]:
     """CPU-seconds between two readings: "<component> user" / "<component> sys" for processes present
-    in both, "softirq", and "kernel, unattributed" (system time no sampled process was charged with)."""
+    in both, "softirq", and "kernel, unattributed" (system time no sampled process was charged with).
+    born_between: a process only in b was started after a, so all its CPU counts (the load
+    generator's workers in the ramp); otherwise it is left out, as it may just have been found late."""
     out: dict[str, float] = {}
     proc_sys = 0.0
     for pid, (name, ut, st) in b.procs.items():
         before = a.procs.get(pid)
         if before is None:
-            continue
+            if not born_between:
+                continue
+            before = (name, 0, 0)
         du = max(0, ut - before[1]) / procstats.CLK_TCK
         ds = max(0, st - before[2]) / procstats.CLK_TCK
         out[f"{name} user"] = out.get(f"{name} user", 0.0) + du
@@ -132,7 +138,7 @@ def per_connect(readings: list[Reading], ramp: tuple[float, float], connects: in
         span = before[-1].wall - before[0].wall
         idle = {k: v / span for k, v in used(before[0], before[-1]).items()}
     window = pair[1].wall - pair[0].wall
-    cpu = {k: round(v - idle.get(k, 0.0) * window, 3) for k, v in used(*pair).items()}
+    cpu = {k: round(v - idle.get(k, 0.0) * window, 3) for k, v in used(*pair, born_between=True).items()}
     return {
         "measured": True,
         "window_s": round(window, 1),

@@ -81,3 +81,16 @@ def test_a_ramp_outside_the_readings_is_not_measured() -> None:
     readings = _timeline((1020.0, 1070.0), 1.0, 0.0)
     got = broadcast_cpu.per_connect(readings, (1090.0, 1200.0), connects=10)
     assert got == {"measured": False, "reason": "no CPU readings span the ramp"}
+
+
+def test_a_process_started_in_the_ramp_counts_from_zero() -> None:
+    readings = _timeline((1020.0, 1070.0), 0.0, 0.0)
+    # the load generator's worker appears at t=1030 and has used 4 s of user time by the ramp's end
+    for r in readings:
+        if r.wall >= 1030.0:
+            r.procs[3] = ("loadgen", round((r.wall - 1030.0) / 40.0 * 4.0 * CLK_TCK), 0)
+    got = broadcast_cpu.per_connect(readings, (1020.0, 1070.0), connects=1000)
+    assert abs(got["cpu_s"]["loadgen user"] - 4.0) < 0.05
+    assert abs(got["us_per_connect"]["loadgen user"] - 4000.0) < 50
+    # a broadcast window keeps leaving out a process found late
+    assert "loadgen user" not in broadcast_cpu.used(readings[25], readings[60])
