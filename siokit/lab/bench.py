@@ -32,6 +32,7 @@ from siokit.render import ROOT
 KB = 1024
 SAMPLE_EVERY = 5.0
 CPU_EVERY = 1.0  # a broadcast's window is seconds long; PSS (slow to read) stays at SAMPLE_EVERY
+IDLE_BEFORE_S = 5.0  # CPU readings before the load starts: the idle rate the ramp's connect CPU is net of
 GUARD_GRACE_S = 5.0
 CLUSTER_HOSTS = ("lb", "app1", "app2", "redis", "loadgen")
 
@@ -231,10 +232,14 @@ def _sampler(
         stop.wait(SAMPLE_EVERY)
 
 
-def _cpu_sampler(stop: threading.Event, readings: list[broadcast_cpu.Reading], find: Any) -> None:
+def _cpu_sampler(
+    stop: threading.Event, readings: list[broadcast_cpu.Reading], find: Any, rescan: threading.Event
+) -> None:
+    """rescan: look for processes now (the load generator has started), not at the next 10 s refresh."""
     procs, refreshed = find(), time.monotonic()
     while not stop.is_set():
-        if time.monotonic() - refreshed > 10:
+        if rescan.is_set() or time.monotonic() - refreshed > 10:
+            rescan.clear()
             procs, refreshed = find(), time.monotonic()
         readings.append(broadcast_cpu.read(procs))
         stop.wait(CPU_EVERY)
@@ -333,11 +338,17 @@ def run(target: Target, load_args: list[str], out: Path, key: str, floor_gib: fl
     print(f"bench: {printable}", file=sys.stderr, flush=True)
     samples: list[dict[str, Any]] = []
     stop = threading.Event()
+    readings: list[broadcast_cpu.Reading] = []
+    rescan = threading.Event()
+    cpu_thread = threading.Thread(target=_cpu_sampler, daemon=True, args=(stop, readings, find, rescan))
+    cpu_thread.start()
+    time.sleep(IDLE_BEFORE_S)
     t0 = time.monotonic()
     wall_start = time.time()  # Prometheus' window (the containers share this machine's clock)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=sys.stderr, text=True, env=env)
     if target.roots is not None:
         roots[proc.pid] = "loadgen"
+    rescan.set()
     guard: dict[str, Any] = {}
 
     def on_low_memory(available: int) -> None:
@@ -354,9 +365,6 @@ def run(target: Target, load_args: list[str], out: Path, key: str, floor_gib: fl
         target=_sampler, daemon=True, args=(stop, samples, key, find, on_low_memory, int(floor_gib * KB**3))
     )
     thread.start()
-    readings: list[broadcast_cpu.Reading] = []
-    cpu_thread = threading.Thread(target=_cpu_sampler, daemon=True, args=(stop, readings, find))
-    cpu_thread.start()
     count_samples: list[dict[str, Any]] = []
     counter = threading.Thread(target=_count_sampler, daemon=True, args=(stop, target.instance_urls, count_samples, t0))
     if target.instance_urls:

@@ -60,6 +60,10 @@ def test_small_loopback_bench_measures_every_component(tmp_path: Path) -> None:
     assert d["read"] is True and d["note"] is None, d
     assert d["client"] == {"drops": 0, "drop_reasons": {}}
     assert d["server_total"] == 0 and d["server_slow_consumer_closes"] == 0, d
+    # The ramp's CPU per connect, net of the idle rate read before the load started.
+    c = measured["connect_cpu"]
+    assert c["measured"] is True and c["idle_subtracted"] is True and c["connects"] == 300, c
+    assert c["us_per_connect"]["uwsgi user"] > 0 and c["us_per_connect"]["loadgen user"] > 0, c
     # The broadcasts above needed the admin token: it went through the environment, not the command line.
     assert "siokit.load" in bench["command"] and "admin-token" not in bench["command"]
     # The HTML report beside bench.json (drawn by siokit bench from the JSON, on the cluster too).
