@@ -32,6 +32,7 @@ from siokit.render import ROOT
 KB = 1024
 SAMPLE_EVERY = 5.0
 CPU_EVERY = 1.0  # a broadcast's window is seconds long; PSS (slow to read) stays at SAMPLE_EVERY
+RESCAN_S = 30.0
 IDLE_BEFORE_S = 5.0  # CPU readings before the load starts: the idle rate the ramp's connect CPU is net of
 GUARD_GRACE_S = 5.0
 CLUSTER_HOSTS = ("lb", "app1", "app2", "redis", "loadgen")
@@ -235,12 +236,16 @@ def _sampler(
 def _cpu_sampler(
     stop: threading.Event, readings: list[broadcast_cpu.Reading], find: Any, rescan: threading.Event
 ) -> None:
-    """rescan: look for processes now (the load generator has started), not at the next 10 s refresh."""
-    procs, refreshed = find(), time.monotonic()
+    """rescan: the load generator has started; look for processes at every reading for RESCAN_S (its
+    workers start over its first seconds, and a loopback ramp can be over in 8 s), then every 10 s."""
+    procs, refreshed, eager_until = find(), time.monotonic(), 0.0
     while not stop.is_set():
-        if rescan.is_set() or time.monotonic() - refreshed > 10:
+        now = time.monotonic()
+        if rescan.is_set():
             rescan.clear()
-            procs, refreshed = find(), time.monotonic()
+            eager_until = now + RESCAN_S
+        if now < eager_until or now - refreshed > 10:
+            procs, refreshed = find(), now
         readings.append(broadcast_cpu.read(procs))
         stop.wait(CPU_EVERY)
 

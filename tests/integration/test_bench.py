@@ -63,7 +63,8 @@ def test_small_loopback_bench_measures_every_component(tmp_path: Path) -> None:
     # The ramp's CPU per connect, net of the idle rate read before the load started.
     c = measured["connect_cpu"]
     assert c["measured"] is True and c["idle_subtracted"] is True and c["connects"] == 300, c
-    assert c["us_per_connect"]["uwsgi user"] > 0 and c["us_per_connect"]["loadgen user"] > 0, c
+    # The load generator is in it: a connect costs a client far more than 50 us.
+    assert c["us_per_connect"]["uwsgi user"] > 0 and c["us_per_connect"]["loadgen user"] > 50, c
     # The broadcasts above needed the admin token: it went through the environment, not the command line.
     assert "siokit.load" in bench["command"] and "admin-token" not in bench["command"]
     # The HTML report beside bench.json (drawn by siokit bench from the JSON, on the cluster too).

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from typing import Any
+
 from siokit.lab import broadcast_cpu
 from siokit.lab.broadcast_cpu import Reading
 from siokit.lab.procstats import CLK_TCK
@@ -94,3 +98,30 @@ def test_a_process_started_in_the_ramp_counts_from_zero() -> None:
     assert abs(got["us_per_connect"]["loadgen user"] - 4000.0) < 50
     # a broadcast window keeps leaving out a process found late
     assert "loadgen user" not in broadcast_cpu.used(readings[25], readings[60])
+
+
+def test_bench_sampler_looks_for_processes_at_every_reading_once_the_load_starts(monkeypatch: Any) -> None:
+    """The load generator's workers start in its first seconds, and a loopback ramp can be over in
+    8 s: after rescan is set the sampler must look at every reading, not at its 10 s refresh."""
+    from siokit.lab import bench
+
+    monkeypatch.setattr(bench, "CPU_EVERY", 0.01)
+    found: list[int] = []
+    stop, rescan = threading.Event(), threading.Event()
+    readings: list[Reading] = []
+
+    def find() -> list[Any]:
+        found.append(len(readings))
+        return []
+
+    sampler = threading.Thread(target=bench._cpu_sampler, args=(stop, readings, find, rescan))
+    sampler.start()
+    time.sleep(0.2)
+    before = len(found)
+    rescan.set()
+    time.sleep(0.2)
+    stop.set()
+    sampler.join()
+    assert before == 1, found  # once at the start; the 10 s refresh has not come
+    assert len(found) - before >= 5, found  # about one per reading after the rescan
+    assert len(readings) > 10
