@@ -420,7 +420,7 @@ def loopback_target(args: argparse.Namespace, out: Path) -> Target:
     from siokit.lab import local
 
     # Planned once: the stack renders this plan, the load generator reads it (--plan), the sysctls are its.
-    plan = local.plan_loopback(args.connections)
+    plan = local.plan_loopback(args.connections, source_ips=args.source_ips)
     skipped = tune_host(plan.sysctls)
     for key, why in skipped.items():
         print(f"bench: sysctl {key} not set: {why}", file=sys.stderr)
@@ -592,6 +592,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--url", help="override the target URL (cluster: http://lb:80)")
     ap.add_argument("--port", type=int, default=8080, help="loopback: nginx port")
     ap.add_argument("--state-dir", default=".siokit/bench-loopback")
+    ap.add_argument(
+        "--source-ips",
+        type=int,
+        metavar="N",
+        help="loopback: the load generator's source addresses (default: the fewest its ports allow; more "
+        "make each connect()'s port search shorter, BENCHMARKS.md)",
+    )
     ap.add_argument("--out", default=f"reports/bench-{time.strftime('%Y%m%d-%H%M%S')}")
     ap.add_argument(
         "--name",
@@ -634,6 +641,15 @@ def main(argv: list[str] | None = None) -> int:
         args.connections = args.max or args.connections  # size the stack for the last step
     if args.prometheus and args.target != "cluster":
         ap.error("--prometheus: the loopback stack has no monitor host")
+    if args.source_ips is not None:
+        if args.target != "loopback":
+            ap.error("--source-ips: the cluster's source addresses come from its inventory")
+        from siokit.lab import local
+
+        try:
+            local.plan_loopback(args.connections, source_ips=args.source_ips)
+        except planner.PlanError as exc:
+            ap.error(f"--source-ips: {exc}")
     out = Path(args.out)
     if args.target == "cluster":
         from siokit.drills.cluster import ClusterMissing, require_cluster

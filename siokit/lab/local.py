@@ -32,11 +32,12 @@ READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 
 
-def plan_loopback(sockets: int, instances: int | None = None) -> planner.Plan:
-    """The plan of a loopback stack: every group on this host, sized on its facts, computed once."""
+def plan_loopback(sockets: int, instances: int | None = None, source_ips: int | None = None) -> planner.Plan:
+    """The plan of a loopback stack: every group on this host, sized on its facts, computed once.
+    source_ips: the load generator's addresses (127.0.0.2, ...); default the fewest the ports allow."""
     target = planner.Target(
         sockets=sockets,
-        source_ips=planner.source_ips_needed(sockets),
+        source_ips=planner.source_ips_needed(sockets) if source_ips is None else source_ips,
         colocated=True,
         uwsgi_instances_per_host=instances,
     )
