@@ -416,11 +416,11 @@ def run(target: Target, load_args: list[str], out: Path, key: str, floor_gib: fl
     return bench
 
 
-def loopback_target(args: argparse.Namespace, out: Path) -> Target:
+def loopback_target(args: argparse.Namespace, out: Path, plan: planner.Plan) -> Target:
+    """plan: planned once (main()); the stack renders it, the load generator reads it (--plan), the
+    sysctls are its."""
     from siokit.lab import local
 
-    # Planned once: the stack renders this plan, the load generator reads it (--plan), the sysctls are its.
-    plan = local.plan_loopback(args.connections, source_ips=args.source_ips)
     skipped = tune_host(plan.sysctls)
     for key, why in skipped.items():
         print(f"bench: sysctl {key} not set: {why}", file=sys.stderr)
@@ -641,14 +641,17 @@ def main(argv: list[str] | None = None) -> int:
         args.connections = args.max or args.connections  # size the stack for the last step
     if args.prometheus and args.target != "cluster":
         ap.error("--prometheus: the loopback stack has no monitor host")
-    if args.source_ips is not None:
-        if args.target != "loopback":
-            ap.error("--source-ips: the cluster's source addresses come from its inventory")
+    if args.source_ips is not None and args.target != "loopback":
+        ap.error("--source-ips: the cluster's source addresses come from its inventory")
+    plan = None
+    if args.target == "loopback":
         from siokit.lab import local
 
         try:
-            local.plan_loopback(args.connections, source_ips=args.source_ips)
+            plan = local.plan_loopback(args.connections, source_ips=args.source_ips)
         except planner.PlanError as exc:
+            if args.source_ips is None:
+                raise
             ap.error(f"--source-ips: {exc}")
     out = Path(args.out)
     if args.target == "cluster":
@@ -659,7 +662,7 @@ def main(argv: list[str] | None = None) -> int:
         except ClusterMissing as exc:
             print(exc, file=sys.stderr)
             return 2
-    target = loopback_target(args, out) if args.target == "loopback" else cluster_target(args, out)
+    target = loopback_target(args, out, plan) if plan is not None else cluster_target(args, out)
     key = "container" if args.by_container else "component"
     try:
         if args.slo_p95_ms is not None:
