@@ -25,6 +25,7 @@ from app.state import AppState
 from app.upstream import versions
 from app.upstream.guard import OversizePostGuard
 from app.upstream.room_index import client_manager
+from app.wsgi_layers import direct
 
 log = logging.getLogger(__name__)
 
@@ -117,11 +118,13 @@ def create_app(
         # instance hears other instances' emits before its first Socket.IO client connects.
         app.before_request(lambda: start_message_queue(app))
     # Wraps Flask-SocketIO's Engine.IO middleware, so it sees /socket.io requests first.
-    app.wsgi_app = OversizePostGuard(app.wsgi_app, config.max_message_bytes)  # type: ignore[method-assign]
+    # Each layer is held as a bound method (app/wsgi_layers.py): a parked websocket keeps every
+    # instance layer's C stack, ~780 bytes per socket each.
+    app.wsgi_app = direct(OversizePostGuard(direct(app.wsgi_app), config.max_message_bytes))  # type: ignore[method-assign,assignment]
     # Outermost, so the guard's refusals count too.
-    app.wsgi_app = HandshakeFailures(app.wsgi_app, metrics.handshake_failures)  # type: ignore[method-assign]
+    app.wsgi_app = direct(HandshakeFailures(app.wsgi_app, metrics.handshake_failures))  # type: ignore[method-assign,assignment]
     # Outside even that: nginx's per-handshake upstream check must not pay for Flask.
-    app.wsgi_app = Livez(app.wsgi_app)  # type: ignore[method-assign]
+    app.wsgi_app = direct(Livez(app.wsgi_app))  # type: ignore[method-assign,assignment]
     return app
 
 

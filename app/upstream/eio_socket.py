@@ -198,6 +198,22 @@ def websocket_handler(self: Any, ws: Any) -> list[Any]:
     return []
 
 
+def upgrade_websocket(self: Any, environ: dict[str, Any], start_response: Any) -> Any:
+    """Drop-in for engineio.socket.Socket._upgrade_websocket (4.15.1), calling the websocket's bound __call__.
+
+    Why: upstream's ``ws(environ, start_response)`` calls an instance, a fresh C-level eval loop that
+    the request greenlet keeps parked for the socket's life (app/wsgi_layers.py: ~780 bytes each).
+    """
+    if self.upgraded:
+        raise OSError("Socket has been upgraded already")
+    factory = self.server._async["websocket"]
+    if factory is None:
+        # the selected async mode does not support websocket
+        return self.server._bad_request()
+    ws = factory(self._websocket_handler, self.server)
+    return ws.__call__(environ, start_response)
+
+
 def install() -> None:
     """Patch engineio's synchronous Socket (gevent and gevent_uwsgi modes). Idempotent."""
     from engineio import socket
@@ -205,7 +221,9 @@ def install() -> None:
     if not _original:
         _original["close"] = socket.Socket.close
         _original["_websocket_handler"] = socket.Socket._websocket_handler
+        _original["_upgrade_websocket"] = socket.Socket._upgrade_websocket
     socket.Socket._siokit_ws = None  # type: ignore[attr-defined]
     socket.Socket.send = send  # type: ignore[method-assign]
     socket.Socket.close = close  # type: ignore[method-assign]
     socket.Socket._websocket_handler = websocket_handler  # type: ignore[method-assign]
+    socket.Socket._upgrade_websocket = upgrade_websocket  # type: ignore[method-assign]

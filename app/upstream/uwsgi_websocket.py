@@ -184,8 +184,9 @@ def _build_class(max_backlog: int) -> type:
     import gevent
     import uwsgi  # only inside a uWSGI worker
     from engineio.async_drivers.gevent_uwsgi import uWSGIWebSocket
-    from gevent.event import Event
     from gevent.socket import wait_write
+
+    from app.upstream.wakeup import Wakeup
 
     class EventDrivenUWSGIWebSocket(EventDrivenWaitMixin, uWSGIWebSocket):  # type: ignore[misc,valid-type]
         """python-engineio's uWSGIWebSocket with EventDrivenWaitMixin's wait() and fan-out writer."""
@@ -205,7 +206,7 @@ def _build_class(max_backlog: int) -> type:
             self.environ = environ
             uwsgi.websocket_handshake()
             self._req_ctx = None
-            self._event = Event()
+            self._event = Wakeup()  # app/upstream/wakeup.py: gevent's Event, with a shallower park
             self._send_queue = deque()
             loop = gevent.get_hub().loop
             self._watcher = loop.io(self._sock, 1)

@@ -12,7 +12,7 @@ import logging
 import socket
 import struct
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import gevent
 import pytest
@@ -337,7 +337,7 @@ def test_every_client_sees_its_frames_in_the_order_sent(ops: list[tuple[str, int
 def patched_socket() -> Iterator[None]:
     from engineio import socket as eio_sock
 
-    saved = {k: eio_sock.Socket.__dict__[k] for k in ("send", "close", "_websocket_handler")}
+    saved = {k: eio_sock.Socket.__dict__[k] for k in ("send", "close", "_websocket_handler", "_upgrade_websocket")}
     eio_socket.install()
     try:
         yield
@@ -461,3 +461,37 @@ def test_after_the_upgrade_the_socket_drops_its_queue(patched_socket: None) -> N
     with pytest.raises(exceptions.QueueEmpty):
         socks[0].poll()  # a late long-polling GET: empty at once
     socks[0].queue.join()
+
+
+class _Upgradable:
+    """A websocket class as engineio's async drivers provide one."""
+
+    made: ClassVar[list[_Upgradable]] = []
+
+    def __init__(self, handler: Any, server: Any) -> None:
+        self.handler = handler
+        self.calls: list[tuple[Any, Any]] = []
+        _Upgradable.made.append(self)
+
+    def __call__(self, environ: Any, start_response: Any) -> str:
+        self.calls.append((environ, start_response))
+        return "served"
+
+
+def test_upgrade_calls_the_websocket_as_upstream_does(patched_socket: None) -> None:
+    import engineio
+
+    eio = engineio.Server(async_mode="threading")
+    eio._async = {**eio._async, "websocket": _Upgradable}
+    sock = engineio.socket.Socket(eio, "sid1")
+    environ = {"PATH_INFO": "/engine.io/"}
+    assert sock._upgrade_websocket(environ, "sr") == "served"
+    ws = _Upgradable.made[-1]
+    assert ws.calls == [(environ, "sr")]
+    assert ws.handler == sock._websocket_handler
+    sock.upgraded = True
+    with pytest.raises(OSError, match="upgraded already"):
+        sock._upgrade_websocket(environ, "sr")
+    sock.upgraded = False
+    eio._async = {**eio._async, "websocket": None}
+    assert sock._upgrade_websocket(environ, "sr")["status"].startswith("400")

@@ -69,3 +69,40 @@ def test_livez_answers_before_flask(app: Any) -> None:
     # Not a Flask route: the before_request hooks and the handshake counter never see it.
     assert all(rule.rule != "/livez" for rule in app.url_map.iter_rules())
     assert app.test_client().get("/livez/x").status_code == 404
+
+
+def test_every_wsgi_layer_holds_the_next_as_a_bound_method(app: Any) -> None:
+    import types
+
+    from flask_socketio import _SocketIOMiddleware
+
+    from app.handshakes import HandshakeFailures
+    from app.livez import Livez
+    from app.upstream.guard import OversizePostGuard
+
+    # An instance would be called through a fresh C eval loop that each parked websocket keeps
+    # (app/wsgi_layers.py); a bound method is called inline.
+    layer = app.wsgi_app
+    seen = []
+    while isinstance(layer, types.MethodType) and layer.__name__ == "__call__":
+        seen.append(type(layer.__self__))
+        layer = getattr(layer.__self__, "app", None)
+    assert seen == [Livez, HandshakeFailures, OversizePostGuard, _SocketIOMiddleware]
+
+
+def test_direct_unwraps_only_python_instances() -> None:
+    import functools
+    import types
+
+    from app.livez import Livez
+    from app.wsgi_layers import direct
+
+    def fn(environ: Any, start_response: Any) -> list[bytes]:
+        return []
+
+    layer = Livez(fn)
+    assert isinstance(direct(layer), types.MethodType) and direct(layer).__self__ is layer
+    assert direct(fn) is fn
+    assert direct(direct(layer)) == direct(layer)  # a bound method stays as it is
+    partial = functools.partial(fn)
+    assert direct(partial) is partial  # a C callable: nothing to gain
