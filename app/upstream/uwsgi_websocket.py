@@ -68,8 +68,9 @@ class EventDrivenWaitMixin:
 
     _event: Any
     # A deque, not engineio's gevent Queue: only this greenlet reads it and never blocks on it, and
-    # a gevent Queue costs ~2.5 KB per socket (tracemalloc, 2,000 sockets).
-    _send_queue: deque[Any]
+    # a gevent Queue costs ~2.5 KB per socket (tracemalloc, 2,000 sockets). Made at the first send():
+    # with a FrameWriter nothing is ever queued here, and an empty deque is ~740 bytes.
+    _send_queue: deque[Any] | None = None
     received_messages: list[Any]
     _closed: bool = False
     # The fan-out path: None keeps the send queue (TLS, or fakes without an fd).
@@ -98,6 +99,8 @@ class EventDrivenWaitMixin:
 
     def send(self, msg: Any) -> None:
         """Queue a message; wait(), in the request greenlet, transmits it (uWSGI 2.0 needs that)."""
+        if self._send_queue is None:
+            self._send_queue = deque()
         self._send_queue.append(msg)
         self._event.set()
 
@@ -119,8 +122,9 @@ class EventDrivenWaitMixin:
 
     def _flush(self) -> bool:
         """Send everything queued; False if the connection broke."""
-        while self._send_queue:
-            msg = self._send_queue.popleft()
+        queue = self._send_queue
+        while queue:
+            msg = queue.popleft()
             try:
                 self._send(msg)
             except OSError:
@@ -207,7 +211,7 @@ def _build_class(max_backlog: int) -> type:
             uwsgi.websocket_handshake()
             self._req_ctx = None
             self._event = Wakeup()  # app/upstream/wakeup.py: gevent's Event, with a shallower park
-            self._send_queue = deque()
+            self._send_queue = None
             loop = gevent.get_hub().loop
             self._watcher = loop.io(self._sock, 1)
             self._watcher.start(self._event.set)

@@ -127,6 +127,7 @@ def test_backlog_drains_in_order_from_the_hub() -> None:
     got += _read_all(client)
     assert got == b"".join(frames)
     assert calls.drained >= 1 and calls.overflow == 0
+    assert w._backlog is None  # released once drained: most sockets hold no deque (memory per socket)
     w.close()
     server.close()
     client.close()
