@@ -7,7 +7,7 @@ from `siokit load`, then:
 - memory: the worker's RSS with N sockets minus its RSS before the first client, / N.
 CPU is process CPU (utime+stime from /proc), not wall-clock: robust to the other engineers' load.
 
-Run: .venv/bin/python scripts/measure_fanout.py --clients 5000 [--driver stock|event] [--py-spy out.raw]
+Run: .venv/bin/python scripts/measure_fanout.py --clients 5000 [--driver stock|event] [--py-spy out.raw] [--tracemalloc]
 Per delivery without pings in the way: --ping-interval 600 (then the idle rate is ~0).
 Prints one JSON object. Measurement only: asserts nothing.
 """
@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from siokit.lab.servers import get_json, run_uwsgi
 
@@ -93,9 +94,12 @@ def main() -> None:
     ap.add_argument("--py-spy", help="record the worker with py-spy into this file (raw collapsed stacks)")
     ap.add_argument("--py-spy-phase", choices=("idle", "broadcast"), default="broadcast")
     ap.add_argument("--env", action="append", default=[], help="extra NAME=VALUE for the app")
+    ap.add_argument(
+        "--tracemalloc",
+        action="store_true",
+        help="also report the worker's Python heap growth per socket by allocation site (slows the ramp)",
+    )
     args = ap.parse_args()
-
-    import socketio
 
     env = {
         "SIOKIT_ADMIN_SECRET": SECRET,
@@ -104,9 +108,43 @@ def main() -> None:
         "SIOKIT_WEBSOCKET_DRIVER": args.driver,
         **dict(e.split("=", 1) for e in args.env),
     }
-    out: dict[str, object] = {"clients": args.clients, "driver": args.driver, "env": env | {"SIOKIT_ADMIN_SECRET": "*"}}
-    with tempfile.TemporaryDirectory() as tmp, run_uwsgi(Path(tmp), env=env, gevent_cores=args.clients + 200) as proc:
+    out: dict[str, Any] = {"clients": args.clients, "driver": args.driver, "env": env | {"SIOKIT_ADMIN_SECRET": "*"}}
+    uwsgi_extra: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.tracemalloc:
+            env = env | {
+                "PYTHONTRACEMALLOC": "12",
+                "PYTHONPATH": os.pathsep.join(
+                    p for p in (str(Path(__file__).resolve().parent), os.environ.get("PYTHONPATH")) if p
+                ),
+                "SIOKIT_TRACEMALLOC_DIR": tmp,
+            }
+            uwsgi_extra = ["--import", "tracemalloc_hook"]
+        measure(args, env, out, Path(tmp), uwsgi_extra)
+    print(json.dumps(out))
+
+
+def heap_snapshot(tmp: Path, tag: str) -> dict[str, Any] | None:
+    """Ask scripts/tracemalloc_hook.py in the worker for a snapshot; its report for tags other than base."""
+    (tmp / f"snap-{tag}").touch()
+    deadline = time.monotonic() + 120
+    while not (tmp / f"done-{tag}").exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError("the worker's tracemalloc hook did not answer")
+        time.sleep(0.2)
+    report = tmp / f"{tag}.json"
+    return json.loads(report.read_text()) if report.exists() else None
+
+
+def measure(
+    args: argparse.Namespace, env: dict[str, str], out: dict[str, Any], tmp: Path, uwsgi_extra: list[str]
+) -> None:
+    import socketio
+
+    with run_uwsgi(tmp, env=env, gevent_cores=args.clients + 200, extra=uwsgi_extra) as proc:
         wpid = worker_pid(proc.popen.pid)
+        if args.tracemalloc:
+            heap_snapshot(tmp, "base")
         rss0 = rss_kb(wpid)
         load_log = (Path(tmp) / "load.log").open("wb")
         load = subprocess.Popen(
@@ -140,6 +178,18 @@ def main() -> None:
                 time.sleep(1)
             time.sleep(min(args.ping_interval, 10) + 2)  # every socket in its ping cycle
             out["rss_per_socket_kb"] = round((rss_kb(wpid) - rss0) / args.clients, 2)
+            if args.tracemalloc:
+                heap = heap_snapshot(tmp, "held")
+                assert heap is not None
+                out["python_heap_per_socket_kb"] = round(heap["bytes"] / args.clients / 1024, 2)
+                out["python_heap_sites"] = [
+                    {
+                        "kb_per_socket": round(site["bytes"] / args.clients / 1024, 3),
+                        "per_socket": round(site["count"] / args.clients, 2),
+                        "frames": site["frames"],
+                    }
+                    for site in heap["sites"]
+                ]
             spy = None
             if args.py_spy and args.py_spy_phase == "idle":
                 spy = record(wpid, args.py_spy, args.idle)
@@ -177,7 +227,6 @@ def main() -> None:
         finally:
             os.killpg(load.pid, 15)
             load.wait(timeout=60)
-    print(json.dumps(out))
 
 
 if __name__ == "__main__":
