@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -26,7 +27,7 @@ from typing import Any
 
 from siokit.lab.servers import get_json, run_uwsgi
 
-SECRET = "measure-fanout-secret-0123456789"
+SECRET = secrets.token_urlsafe(24)  # the /admin token of this run only
 
 
 def worker_pid(master: int) -> int:
@@ -95,6 +96,11 @@ def main() -> None:
     ap.add_argument("--py-spy-phase", choices=("idle", "broadcast"), default="broadcast")
     ap.add_argument("--env", action="append", default=[], help="extra NAME=VALUE for the app")
     ap.add_argument(
+        "--admin-ui",
+        action="store_true",
+        help="turn on the Socket.IO Admin UI as the cluster does (its password generated here, never shown)",
+    )
+    ap.add_argument(
         "--tracemalloc",
         action="store_true",
         help="also report the worker's Python heap growth per socket by allocation site (slows the ramp)",
@@ -108,7 +114,10 @@ def main() -> None:
         "SIOKIT_WEBSOCKET_DRIVER": args.driver,
         **dict(e.split("=", 1) for e in args.env),
     }
-    out: dict[str, Any] = {"clients": args.clients, "driver": args.driver, "env": env | {"SIOKIT_ADMIN_SECRET": "*"}}
+    if args.admin_ui:
+        env |= {"SIOKIT_ADMIN_UI": "on", "SIOKIT_ADMIN_UI_PASSWORD": secrets.token_urlsafe(16)}
+    shown = {k: "*" if k in ("SIOKIT_ADMIN_SECRET", "SIOKIT_ADMIN_UI_PASSWORD") else v for k, v in env.items()}
+    out: dict[str, Any] = {"clients": args.clients, "driver": args.driver, "env": shown}
     uwsgi_extra: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         if args.tracemalloc:
@@ -193,14 +202,19 @@ def measure(
             spy = None
             if args.py_spy and args.py_spy_phase == "idle":
                 spy = record(wpid, args.py_spy, args.idle)
-            c0, t0 = cpu_seconds(wpid), time.monotonic()
+            (u0, s0), t0 = cpu_split(wpid), time.monotonic()
+            c0 = u0 + s0
             time.sleep(args.idle)
             if spy is not None:
                 spy.wait(timeout=120)
-            idle_rate = (cpu_seconds(wpid) - c0) / (time.monotonic() - t0)
+            idle_s = time.monotonic() - t0
+            u1, s1 = cpu_split(wpid)
+            idle_rate = (u1 + s1 - c0) / idle_s
             pings = args.clients / args.ping_interval  # round trips per second
             out["idle_cpu_per_s"] = round(idle_rate, 4)
             out["us_per_ping_round_trip"] = round(idle_rate / pings * 1e6, 1)
+            # The system part: on loopback a write() also runs the receiving side's TCP path.
+            out["us_per_ping_round_trip_system"] = round((s1 - s0) / idle_s / pings * 1e6, 1)
 
             admin = socketio.Client(reconnection=False)
             admin.connect(proc.url, namespaces=["/admin"], transports=["websocket"], auth={"token": SECRET})
