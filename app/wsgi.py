@@ -22,6 +22,7 @@ if _patched and _config.websocket_driver == "event":
 application = create_app(_config, async_mode="gevent_uwsgi", upstream_patches=_patched)
 if _patched and _config.websocket_driver == "event" and "siokit_admin_ui" in application.extensions:
     admin_ui.count_polling_by_upgrades(application.extensions["siokit_admin_ui"])
+    admin_ui.count_websocket_packets(application.extensions["siokit_admin_ui"])
 
 if _config.message_queue is not None:
     try:

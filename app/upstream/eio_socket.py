@@ -18,6 +18,7 @@ Any other websocket (the stock driver, gevent-websocket, polling) keeps upstream
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 # At module level: an import statement in websocket_handler cost 5% of a uWSGI worker's busy samples
@@ -33,9 +34,19 @@ _original: dict[str, Any] = {}
 _websockets = 0
 
 
+# Called with every packet the kit's handler receives, or None: the Admin UI's counter (app/admin_ui.py).
+_count_in: Callable[[Any], None] | None = None
+
+
 def websockets() -> int:
     """Sockets on the kit's websocket handler in this process."""
     return _websockets
+
+
+def count_packets_in(counter: Callable[[Any], None] | None) -> None:
+    """Have the kit's websocket handler call `counter(data)` for each packet it receives (None: stop)."""
+    global _count_in
+    _count_in = counter
 
 
 class _Drained:
@@ -124,6 +135,8 @@ def websocket_handler(self: Any, ws: Any) -> list[Any]:
         data = ws.wait()
         if data and len(data) > server.max_http_buffer_size:
             raise ValueError("packet is too large")
+        if data is not None and _count_in is not None:
+            _count_in(data)
         return data
 
     if self.connected:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -172,3 +173,65 @@ def test_server_stats_count_polling_clients_without_a_walk(ui_app: Flask, monkey
     assert (stats["clientsCount"], stats["pollingClientsCount"]) == (5, 2)
     assert stats["serverId"] == admin.server_id
     assert {"/", "/anonymous", "/admin", ADMIN_UI_NAMESPACE} <= {n["name"] for n in stats["namespaces"]}
+
+
+class _FramesWS:
+    """A frame-capable websocket whose client sends `incoming`, then closes."""
+
+    supports_frames = True
+
+    def __init__(self, incoming: list[str]) -> None:
+        self.incoming = list(incoming)
+
+    def wait(self) -> str | None:
+        return self.incoming.pop(0) if self.incoming else None
+
+    def send_frame(self, frame: bytes) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def kit_handler_ui_app() -> Iterator[Flask]:
+    """The Admin UI instrumented over the kit's websocket handler, as app/wsgi.py does it."""
+    from engineio import socket as eio_sock
+
+    from app.upstream import eio_socket
+
+    saved = {k: eio_sock.Socket.__dict__[k] for k in ("send", "close", "_websocket_handler", "_upgrade_websocket")}
+    eio_socket.install()
+    config = Config(instance_id="unit:ui-ws", admin_ui=True, admin_ui_password=PASSWORD)
+    app = create_app(config, async_mode="threading")
+    try:
+        yield app
+    finally:
+        eio_socket.count_packets_in(None)
+        app.extensions["siokit_admin_ui"].uninstrument()
+        for k, v in saved.items():
+            setattr(eio_sock.Socket, k, v)
+
+
+def test_websocket_packets_in_are_counted_by_the_kit_handler(kit_handler_ui_app: Flask) -> None:
+    from engineio.socket import Socket
+
+    from app import admin_ui
+    from app.upstream import eio_socket
+
+    admin = kit_handler_ui_app.extensions["siokit_admin_ui"]
+    assert Socket._websocket_handler is not eio_socket.websocket_handler  # instrument() wrapped it
+    admin_ui.count_websocket_packets(admin)
+    # The kit's handler is back, unwrapped: a parked websocket keeps no partialmethod frame.
+    assert Socket._websocket_handler is eio_socket.websocket_handler
+    admin.event_buffer.get_and_clear()
+    sock = Socket(admin.sio.eio, "ui-ws1")
+    ws = _FramesWS(["6", "6abc"])  # two NOOPs, then the client closes
+    sock._websocket_handler(ws)
+    counts: dict[str, int] = {}
+    for event in admin.event_buffer.get_and_clear():
+        counts[event["type"]] = counts.get(event["type"], 0) + event["count"]
+    assert (counts.get("packetsIn"), counts.get("bytesIn")) == (2, len("6") + len("6abc"))
+    assert counts.get("rawDisconnection") == 1  # instrument()'s Engine.IO disconnect handler still counts
+    # instrument()'s per-socket wrapper never ran: the websocket keeps its own wait.
+    assert not isinstance(ws.wait, functools.partial)
