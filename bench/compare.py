@@ -149,7 +149,8 @@ def start_server(target: str, port: int, token: str, connections: int) -> subpro
     if target == "node":
         node_dir = ROOT / "bench" / "node-server"
         if not (node_dir / "node_modules").is_dir():
-            subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=node_dir, check=True)
+            # npm's summary to stderr: these scripts print their JSON result on stdout
+            subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=node_dir, check=True, stdout=sys.stderr)
         cmd = ["node", str(node_dir / "server.js"), "--port", str(port)]  # token: $SIOKIT_ADMIN_TOKEN
     elif target == "pyserver":
         cmd = [PY, str(ROOT / "bench" / "py_server.py"), "--port", str(port)]  # token: $SIOKIT_ADMIN_TOKEN
