@@ -191,8 +191,15 @@ class WSProtocol(asyncio.Protocol):
         transport.write(self._request)  # type: ignore[attr-defined]  # a write transport, as above
 
     def data_received(self, data: bytes) -> None:
-        buf = self._buf + data if self._buf else data
+        # Most reads are one whole small final text frame after the handshake: skip the general
+        # parser (1.16 -> ~0.5 us per message, process CPU, this host).
         status = self._status
+        if not self._buf and (status is None or status.done()):
+            n = len(data)
+            if n < 128 and n >= 2 and data[0] == 0x81 and data[1] == n - 2:
+                self._deliver(data[2:])
+                return
+        buf = self._buf + data if self._buf else data
         if status is not None and not status.done():
             end = buf.find(b"\r\n\r\n")
             if end < 0:

@@ -6,7 +6,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import itertools
 import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from siokit.load.client import ClientConfig, VirtualClient, broadcast_fields
 from siokit.load.stats import WorkerStats
@@ -114,6 +119,44 @@ def test_frames_split_anywhere_are_reassembled() -> None:
     for i in range(len(stream)):  # one byte at a time
         p.data_received(stream[i : i + 1])
     assert got == ["2", long_text, "42[1]"]
+
+
+_TEXTS = st.text(alphabet="42[]x\u00e9", max_size=200)
+
+
+@settings(max_examples=200, deadline=None)
+@given(texts=st.lists(_TEXTS, min_size=1, max_size=8), cuts=st.lists(st.integers(0, 2000), max_size=6))
+def test_reads_cut_anywhere_deliver_what_one_byte_at_a_time_does(texts: list[str], cuts: list[int]) -> None:
+    # The one-whole-frame fast path must agree with the general parser for any split of the stream.
+    stream = b""
+    for t in texts:
+        data = t.encode()
+        head = bytes((0x81, len(data))) if len(data) < 126 else bytes((0x81, 126)) + len(data).to_bytes(2, "big")
+        stream += head + data
+    bounds = sorted({0, len(stream), *(c % (len(stream) + 1) for c in cuts)})
+    got: list[str] = []
+    p = WSProtocol(b"", b"")
+    p.handler = got.append
+    for a, b in itertools.pairwise(bounds):
+        p.data_received(stream[a:b])
+    assert got == texts
+
+
+def test_a_broadcast_is_parsed_once_per_text_not_per_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    from siokit.load import client
+
+    calls: list[str] = []
+    real = client.broadcast_fields
+    monkeypatch.setattr(client, "broadcast_fields", lambda t: calls.append(t) or real(t))
+    st_ = WorkerStats()
+    clients = [VirtualClient(ClientConfig(url="http://x"), st_) for _ in range(3)]
+    for seq in (1, 2):
+        text = f'42["broadcast",{{"seq":{seq},"sent_at":{time.time() - 0.5}}}]'
+        for c in clients:
+            assert c.on_text(text)
+    assert len(calls) == 2
+    assert st_.broadcast_received == {1: 3, 2: 3}
+    assert st_.fanout_by_seq[2].count == 3 and 0.4 < st_.fanout_by_seq[2].min < 5
 
 
 def test_client_frames_are_masked() -> None:
