@@ -11,6 +11,7 @@ from flask_socketio import SocketIO
 from app import admin_ui
 from app.badinput import BadInputLogger
 from app.config import Config
+from app.environ_strings import ShareEnvironStrings
 from app.events.admin import AdminNamespace
 from app.events.anonymous import AnonymousNamespace
 from app.events.chat import ChatNamespace
@@ -123,6 +124,9 @@ def create_app(
     app.wsgi_app = direct(OversizePostGuard(direct(app.wsgi_app), config.max_message_bytes))  # type: ignore[method-assign,assignment]
     # Outermost, so the guard's refusals count too.
     app.wsgi_app = direct(HandshakeFailures(app.wsgi_app, metrics.handshake_failures))  # type: ignore[method-assign,assignment]
+    # A websocket keeps its environ for life: its strings are shared with other sockets' (outside
+    # HandshakeFailures, so the environ Flask-SocketIO copies is the shared one).
+    app.wsgi_app = direct(ShareEnvironStrings(app.wsgi_app))  # type: ignore[method-assign,assignment]
     # Outside even that: nginx's per-handshake upstream check must not pay for Flask.
     app.wsgi_app = direct(Livez(app.wsgi_app))  # type: ignore[method-assign,assignment]
     return app

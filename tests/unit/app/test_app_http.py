@@ -76,6 +76,7 @@ def test_every_wsgi_layer_holds_the_next_as_a_bound_method(app: Any) -> None:
 
     from flask_socketio import _SocketIOMiddleware
 
+    from app.environ_strings import ShareEnvironStrings
     from app.handshakes import HandshakeFailures
     from app.livez import Livez
     from app.upstream.guard import OversizePostGuard
@@ -87,7 +88,7 @@ def test_every_wsgi_layer_holds_the_next_as_a_bound_method(app: Any) -> None:
     while isinstance(layer, types.MethodType) and layer.__name__ == "__call__":
         seen.append(type(layer.__self__))
         layer = getattr(layer.__self__, "app", None)
-    assert seen == [Livez, HandshakeFailures, OversizePostGuard, _SocketIOMiddleware]
+    assert seen == [Livez, ShareEnvironStrings, HandshakeFailures, OversizePostGuard, _SocketIOMiddleware]
 
 
 def test_direct_unwraps_only_python_instances() -> None:
