@@ -15,6 +15,7 @@ Prints one JSON object. Measurement only: asserts nothing.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -25,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from siokit.lab.servers import get_json, run_uwsgi
+from siokit.lab.servers import get_json, run_redis, run_uwsgi
 
 SECRET = secrets.token_urlsafe(24)  # the /admin token of this run only
 
@@ -101,6 +102,11 @@ def main() -> None:
         help="turn on the Socket.IO Admin UI as the cluster does (its password generated here, never shown)",
     )
     ap.add_argument(
+        "--redis",
+        action="store_true",
+        help="start a throwaway Redis and use it as the message queue, as the cluster does",
+    )
+    ap.add_argument(
         "--tracemalloc",
         action="store_true",
         help="also report the worker's Python heap growth per socket by allocation site (slows the ramp)",
@@ -119,7 +125,10 @@ def main() -> None:
     shown = {k: "*" if k in ("SIOKIT_ADMIN_SECRET", "SIOKIT_ADMIN_UI_PASSWORD") else v for k, v in env.items()}
     out: dict[str, Any] = {"clients": args.clients, "driver": args.driver, "env": shown}
     uwsgi_extra: list[str] = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        if args.redis:
+            env["SIOKIT_MESSAGE_QUEUE"] = stack.enter_context(run_redis(Path(tmp))).url
+            out["env"]["SIOKIT_MESSAGE_QUEUE"] = env["SIOKIT_MESSAGE_QUEUE"]
         if args.tracemalloc:
             env = env | {
                 "PYTHONTRACEMALLOC": "12",
