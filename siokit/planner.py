@@ -30,21 +30,24 @@ MIB = 1024 * KB
 GIB = 1024 * MIB
 
 # PSS per idle websocket of Flask-SocketIO under uWSGI, gevent_uwsgi mode with the kit's driver
-# (read watcher, timer pings, room index): 56.4 KB per socket each app host held in two 160k cluster
-# runs, 61.9 KB at 5k on loopback (BENCHMARKS.md; 78 KB with the select greenlet and ping greenlets).
-UWSGI_BYTES_PER_SOCKET = 57 * KB
+# (read watcher, timer pings, room index), Admin UI and Redis on: 39.5 and 39.4 KB per socket in the
+# 160k cluster runs I and J (bench/results/cluster-160k-{i,j}-2026-12-05.json); 56.4 KB before the
+# 2026-12-04/05 memory changes (BENCHMARKS.md).
+UWSGI_BYTES_PER_SOCKET = 40 * KB
 # uWSGI preallocates its async cores: ~100 MB at start for --gevent 19000 (~5.3 KB per core).
 UWSGI_BYTES_PER_ASYNC_CORE = 100 * MIB // 19000
 # Fixed RSS of one uWSGI instance with the app loaded, before any socket (master + worker).
 UWSGI_BASE_BYTES = 60 * MIB
-# nginx 1.22 PSS per proxied websocket client (both connections, proxy_buffer_size 4k): 21.75 KB at
-# 20k and 60k (BENCHMARKS.md; the design notes' 18 KB was RSS with 2 workers at 8k).
-NGINX_BYTES_PER_CLIENT = 22 * KB
-# `siokit load` (asyncio on `websockets`) PSS per client: 16.6-16.8 KB at 160k, 16.1 KB at 60k, 17.1 KB
-# at 20k (BENCHMARKS.md).
-LOADGEN_BYTES_PER_CLIENT = 17 * KB
+# nginx 1.22 PSS per proxied websocket client (both connections, proxy_buffer_size 4k): 29.8 KB in
+# every 160k cluster run (F to J, bench/results/); 21.75 KB at 20k and 60k on loopback (BENCHMARKS.md).
+# Why the cluster's is higher is not measured; the planner takes the larger.
+NGINX_BYTES_PER_CLIENT = 30 * KB
+# `siokit load` (uvloop, its own RFC 6455 client) PSS per client: 7.4-7.5 KB in the 160k cluster runs
+# F to J; 10.4 KB at 5k (docs/loadgen.md: a worker's fixed part weighs more there).
+LOADGEN_BYTES_PER_CLIENT = 8 * KB
 # Kernel memory per idle TCP socket (tcp_sock, inode, file, epoll item, buffers): slab + TCP memory
-# grew 20.3-20.5 KB per client of four sockets at 20k and 60k (BENCHMARKS.md): ~5.1 KB per socket.
+# grew 20.3-20.5 KB per client of four sockets at 20k and 60k (BENCHMARKS.md): ~5.1 KB per socket;
+# slab alone 18.4-22.9 KB per client in the 160k cluster runs F to J.
 KERNEL_BYTES_PER_TCP_SOCKET = 5200
 # Every proxied client is four kernel sockets when all hops share one kernel:
 # client, nginx downstream, nginx upstream, uWSGI.
