@@ -34,6 +34,8 @@ KINDS: dict[str, str] = {
     "Method %s not supported": "bad_method",
     "%s is not connected to namespace %s": "unknown_namespace",
     "Application rejected connection": "rejected_connection",
+    # The kit's websocket reader (app/upstream/uwsgi_websocket.py): RFC 6455 broken or over the size bound.
+    "Websocket protocol error: %s (close code %d)": "bad_frame",
 }
 
 

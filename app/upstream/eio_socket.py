@@ -25,6 +25,7 @@ from typing import Any
 # in the 160k ramp (py-spy, importlib's _handle_fromlist; gevent patches the import lock).
 from engineio import exceptions, packet
 
+from app.upstream import ping_timer, uwsgi_websocket
 from app.upstream.ws_frame import frame_for
 
 _INFO = logging.INFO
@@ -211,6 +212,28 @@ def websocket_handler(self: Any, ws: Any) -> list[Any]:
     return []
 
 
+def receive_in_hub(ws: Any, data: Any) -> bool:
+    """Take an Engine.IO PONG in the hub, from the websocket's read watcher; False for anything else.
+
+    Why: ``Socket.receive`` does nothing with a PONG but schedule the next ping, and the kit's
+    ``schedule_ping`` (ping_timer.py) only starts a libev timer, which never blocks. Doing it here
+    spares each ping round trip two greenlet switches and the request greenlet's pass through
+    ``wait()``, ``Packet`` and ``receive()``. Only on the kit's handler, after the upgrade.
+    """
+    if data != "3":
+        return False
+    sock = getattr(ws.app, "__self__", None)  # the handler is the Socket's bound _websocket_handler
+    if sock is None or sock._siokit_ws is not ws or type(sock).schedule_ping is not ping_timer.schedule_ping:
+        return False
+    if _count_in is not None:
+        _count_in(data)
+    logger = sock.server.logger
+    if logger.isEnabledFor(_INFO):
+        logger.info("%s: Received packet PONG data None", sock.sid)
+    sock.schedule_ping()
+    return True
+
+
 def upgrade_websocket(self: Any, environ: dict[str, Any], start_response: Any) -> Any:
     """Drop-in for engineio.socket.Socket._upgrade_websocket (4.15.1), calling the websocket's bound __call__.
 
@@ -240,3 +263,4 @@ def install() -> None:
     socket.Socket.close = close  # type: ignore[method-assign]
     socket.Socket._websocket_handler = websocket_handler  # type: ignore[method-assign]
     socket.Socket._upgrade_websocket = upgrade_websocket  # type: ignore[method-assign]
+    uwsgi_websocket.receive_in_hub(receive_in_hub)

@@ -68,7 +68,6 @@ class FrameWriter:
 
     __slots__ = (
         "_backlog",
-        "_hold",
         "_pending",
         "_watcher",
         "broken",
@@ -102,7 +101,6 @@ class FrameWriter:
         self._backlog: deque[bytes | memoryview] | None = None
         self._pending = 0  # bytes in the backlog
         self._watcher: Any = None
-        self._hold = 0  # > 0 while someone else (uWSGI) may be mid-frame on this fd
         self.closed = False
         self.broken = False
         self.overflowed = False
@@ -114,7 +112,7 @@ class FrameWriter:
     def write(self, frame: bytes) -> None:
         if self.closed:
             return
-        if self._pending or self._hold:
+        if self._pending:
             self._enqueue(frame)
             return
         try:
@@ -126,15 +124,6 @@ class FrameWriter:
             return
         if n < len(frame):
             self._enqueue(memoryview(frame)[n:])
-
-    def hold(self) -> None:
-        """Stop direct writes (frames queue) while uWSGI itself may write, e.g. a pong."""
-        self._hold += 1
-
-    def release(self) -> None:
-        self._hold -= 1
-        if not self._hold and self._pending and not self.closed:
-            self._start_watcher()
 
     def _enqueue(self, chunk: bytes | memoryview) -> None:
         size = len(chunk)
@@ -151,8 +140,7 @@ class FrameWriter:
         self._backlog.append(chunk)
         self._pending += size
         STATS.backlog_bytes += size
-        if not self._hold:
-            self._start_watcher()
+        self._start_watcher()
 
     def _start_watcher(self) -> None:
         if self._watcher is None:
@@ -167,9 +155,9 @@ class FrameWriter:
     def drain(self) -> bool:
         """Write as much of the backlog as the kernel takes; True once it is empty. Runs in the hub."""
         backlog = self._backlog
-        if self._hold or not backlog:
-            self._stop_watcher()  # restarted by release(); nothing to do when empty
-            return not backlog
+        if not backlog:
+            self._stop_watcher()
+            return True
         while backlog:
             chunks = list(backlog) if len(backlog) <= _IOV_MAX else [backlog[i] for i in range(_IOV_MAX)]
             try:

@@ -1,8 +1,8 @@
 """Start-up guard: the upstream versions this package's patches were written and tested against.
 
 Why: every module in app/upstream/ replaces or copies internals (engineio's Socket and uWSGI
-driver, socketio's Manager, uWSGI 2.0's websocket behaviour), not public APIs. A new upstream
-release can change them silently. SIOKIT_PATCH_MISMATCH chooses what a mismatch does: ``refuse``
+driver, socketio's Manager, uWSGI 2.0's websocket behaviour, wsproto's parser state), not public
+APIs. A new upstream release can change them silently. SIOKIT_PATCH_MISMATCH chooses what a mismatch does: ``refuse``
 (default) stops the service with the versions named; ``fallback`` runs the stock upstream code
 (slower, more memory per socket) and logs a warning.
 """
@@ -22,6 +22,8 @@ TESTED: Mapping[str, tuple[str, ...]] = {
     "python-socketio": ("5.18.1",),
     "Flask-SocketIO": ("5.7.0",),
     "uWSGI": ("2.0.31",),
+    # app/upstream/ws_reader.py reads FrameProtocol's state to drop it once idle.
+    "wsproto": ("1.3.2",),
 }
 POLICIES = ("refuse", "fallback")
 

@@ -181,38 +181,73 @@ def test_server_side_close_ends_the_websocket(tmp_path: Path) -> None:
         assert_fresh_client_works(proc)
 
 
-def test_uwsgi_websocket_ping_still_works_on_wakeups(tmp_path: Path) -> None:
-    # With the event-driven wait(), uWSGI's own ping/pong runs only when a socket wakes up
-    # (websocket_recv_nb()). It must still ping, and the socket must stay usable. (Whether an
-    # unanswered ping drops the peer after the tolerance is not asserted: uWSGI's ping clock has
-    # 1 s granularity and is cached, so a 1-2 s test of it is flaky.)
+def test_the_kits_reader_answers_pings_and_reassembles_what_tcp_splits(tmp_path: Path) -> None:
+    # On plain TCP the kit reads websocket frames in the hub (app/upstream/ws_reader.py) instead of
+    # uWSGI's websocket_recv_nb(). A client's PING gets its PONG, a fragmented message and a frame cut
+    # across TCP writes arrive whole and in order. uWSGI's own ping (1 s here) ran only inside
+    # websocket_recv_nb(), which this path never calls: no PING from uWSGI may arrive.
     extra = ["--websockets-ping-freq", "1", "--websockets-pong-tolerance", "30"]
     with run_uwsgi(tmp_path, env=BASE_ENV, extra=extra) as proc:
         ws = websocket.create_connection(ws_url(proc), timeout=5)
-        pings = 0
+        seen: list[tuple[int, bytes]] = []
 
-        def next_data_frame() -> str:
-            nonlocal pings
-            while True:
-                opcode, data = ws.recv_data(control_frame=True)
-                if opcode == websocket.ABNF.OPCODE_PING:
-                    pings += 1
-                    ws.pong(data)
-                elif opcode == websocket.ABNF.OPCODE_TEXT:
-                    return data.decode()
+        def next_frame() -> tuple[int, bytes]:
+            opcode, data = ws.recv_data(control_frame=True)
+            seen.append((opcode, data))
+            return opcode, data
+
+        def assert_ack(frame: tuple[int, bytes], ack_id: int, data: str) -> None:
+            opcode, payload = frame
+            assert opcode == websocket.ABNF.OPCODE_TEXT and payload.startswith(f"43{ack_id}[".encode()), frame
+            assert json.loads(payload[3:])[0]["data"] == json.loads(data), frame
+
+        def masked(data: str | bytes, opcode: int, fin: int = 1) -> bytes:
+            frame = websocket.ABNF.create_frame(data, opcode, fin)
+            frame.get_mask_key = os.urandom
+            return frame.format()
 
         try:
-            assert next_data_frame().startswith("0{")
+            assert next_frame()[1].startswith(b"0{")
             ws.send("40")
-            assert next_data_frame().startswith("40")
-            for n in range(3):
-                time.sleep(1.3)
-                ws.send(f'42{n}["echo",{n}]')
-                assert next_data_frame().startswith(f"43{n}[")
+            assert next_frame()[1].startswith(b"40")
+            ws.ping(b"hello")
+            assert next_frame() == (websocket.ABNF.OPCODE_PONG, b"hello")
+            # A text message in two fragments, a PING between them (RFC 6455 5.4 allows it).
+            ws.sock.sendall(masked('421["echo",', websocket.ABNF.OPCODE_TEXT, fin=0))
+            ws.ping(b"mid")
+            ws.sock.sendall(masked('"x"]', websocket.ABNF.OPCODE_CONT))
+            assert next_frame() == (websocket.ABNF.OPCODE_PONG, b"mid")
+            assert_ack(next_frame(), 1, '"x"')
+            # One frame in three TCP writes, then two whole frames in one write.
+            whole = masked('422["echo","y"]', websocket.ABNF.OPCODE_TEXT)
+            for piece in (whole[:1], whole[1:5], whole[5:]):
+                ws.sock.sendall(piece)
+                time.sleep(0.2)
+            assert_ack(next_frame(), 2, '"y"')
+            ws.sock.sendall(masked('423["echo",3]', 1) + masked('424["echo",4]', 1))
+            assert_ack(next_frame(), 3, "3")
+            assert_ack(next_frame(), 4, "4")
+            time.sleep(2.5)  # uWSGI's ping would have come by now
+            ws.send('425["echo",5]')
+            assert_ack(next_frame(), 5, "5")
         finally:
             ws.close()
-        assert pings >= 2, "uWSGI stopped pinging under the event-driven wait()"
+        assert all(op != websocket.ABNF.OPCODE_PING for op, _ in seen), seen
         assert_fresh_client_works(proc)
+
+
+def test_a_websocket_protocol_error_closes_that_socket_and_is_counted(server: Proc) -> None:
+    ws = _raw_session(server)
+    try:
+        ws.sock.sendall(b"\x81\x05hello")  # unmasked: RFC 6455 5.1 requires the client to mask
+        opcode, data = ws.recv_data(control_frame=True)
+        assert opcode == websocket.ABNF.OPCODE_CLOSE
+        assert data[:2] == (1002).to_bytes(2, "big")
+    finally:
+        ws.close()
+    metrics = urllib.request.urlopen(server.url + "/metrics", timeout=5).read().decode()
+    assert 'kind="bad_frame"' in metrics
+    assert_fresh_client_works(server)
 
 
 # --- malformed input never takes the server down ------------------------------------------------
@@ -288,7 +323,7 @@ def test_oversized_message_is_refused_without_harm(server: Proc) -> None:
         ws.close()
     ws = _raw_session(server)
     try:
-        # Over uWSGI's websockets-max-size (1024 KB by default): uWSGI drops it before Python sees it.
+        # Over 1 MB: the kit's reader refuses it (1009) from the frame's header, before buffering it.
         with contextlib.suppress(websocket.WebSocketException, OSError):
             ws.send('42["echo","' + "y" * (1100 * 1024) + '"]')
         _drain(ws, 1.0)

@@ -150,20 +150,6 @@ def test_past_the_bound_the_socket_is_dropped_and_counted() -> None:
     client.close()
 
 
-def test_held_writer_queues_and_release_drains() -> None:
-    server, client = _pair()
-    w, _ = _writer(server.fileno(), 1_000_000)
-    w.hold()
-    w.write(server_frame(b"a"))
-    assert w.pending and _read_all(client) == b""  # nothing written while uWSGI may be mid-frame
-    w.release()
-    gevent.sleep(0.01)
-    assert parse_frames(_read_all(client))[0] == [(TEXT, b"a")]
-    w.close()
-    server.close()
-    client.close()
-
-
 def test_a_broken_peer_calls_on_broken() -> None:
     server, client = _pair()
     w, calls = _writer(server.fileno(), 1_000_000)
@@ -496,3 +482,40 @@ def test_upgrade_calls_the_websocket_as_upstream_does(patched_socket: None) -> N
     sock.upgraded = False
     eio._async = {**eio._async, "websocket": None}
     assert sock._upgrade_websocket(environ, "sr")["status"].startswith("400")
+
+
+class _HubWS:
+    """What the read watcher passes to eio_socket.receive_in_hub: the websocket, whose app is the handler."""
+
+    def __init__(self, handler: Any) -> None:
+        self.app = handler
+
+
+def test_a_pong_in_the_hub_schedules_the_next_ping_only_on_the_kits_upgraded_socket(
+    patched_socket: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import engineio
+    from engineio import socket as eio_sock
+
+    from app.upstream import ping_timer
+
+    eio = engineio.Server(async_mode="threading")
+    sock = engineio.socket.Socket(eio, "sid1")
+    ws = _HubWS(sock._websocket_handler)
+    assert not eio_socket.receive_in_hub(ws, "3")  # not upgraded by the kit's handler yet
+    sock._siokit_ws = ws
+    monkeypatch.setattr(eio_sock.Socket, "schedule_ping", ping_timer.schedule_ping)
+    counted: list[Any] = []
+    eio_socket.count_packets_in(counted.append)
+    try:
+        assert not eio_socket.receive_in_hub(ws, '42["chat"]')  # only pongs stay in the hub
+        sock.last_ping = 1.0  # the ping this pong answers
+        assert eio_socket.receive_in_hub(ws, "3")
+        assert counted == ["3"]
+        assert sock.last_ping is None and getattr(sock, "_siokit_ping_timer", None) is not None
+        sock._siokit_ping_timer.close()
+        # Upstream's schedule_ping spawns a greenlet that sleeps: never from the hub.
+        monkeypatch.setattr(eio_sock.Socket, "schedule_ping", lambda self: None)
+        assert not eio_socket.receive_in_hub(ws, "3")
+    finally:
+        eio_socket.count_packets_in(None)

@@ -168,3 +168,128 @@ def test_install_refuses_uwsgi_without_websockets(
 def test_no_driver_outside_uwsgi() -> None:
     assert DRIVER not in sys.modules
     assert active_driver_name() is None
+
+
+# --- the kit's reader: with a FrameWriter, the hub reads and cuts frames (ws_reader.py) ---------
+
+
+class FakeWriter:
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+        self.closed = False
+        self.fd = -1
+
+    def write(self, frame: bytes) -> None:
+        self.frames.append(frame)
+
+    def drain(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class ReaderSocket(EventDrivenWaitMixin):
+    """The read watcher's side: readable() runs _on_readable() as the hub would."""
+
+    def __init__(self) -> None:
+        self._event = gevent.event.Event()
+        self.received_messages = []
+        self._writer = FakeWriter()  # type: ignore[assignment]
+        self.reads: list[bytes | Exception] = []
+        self.watching = True
+        self.errors: list[Any] = []
+
+    def _read(self) -> bytes:
+        item = self.reads.pop(0) if self.reads else BlockingIOError()
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    def _max_message_bytes(self) -> int:
+        return 1000
+
+    def _protocol_error(self, error: Any) -> None:
+        self.errors.append(error)
+
+    def _stop_watcher(self) -> None:
+        self.watching = False
+
+    def _start_watcher(self) -> None:
+        self.watching = True
+
+    def _recv_nb(self) -> Any:
+        raise AssertionError("uWSGI's reader is not used with a FrameWriter")
+
+    def readable(self, data: bytes | Exception) -> None:
+        self.reads.append(data)
+        assert self.watching, "the hub read while reading was paused"
+        self._on_readable()
+
+
+def frame(payload: bytes, opcode: int = 0x1) -> bytes:
+    mask = b"\x01\x02\x03\x04"
+    return bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+@pytest.fixture
+def hub_pongs() -> Iterator[list[Any]]:
+    import app.upstream.uwsgi_websocket as driver
+
+    taken: list[Any] = []
+
+    def receive(ws: Any, data: Any) -> bool:
+        if data == "3":
+            taken.append(data)
+            return True
+        return False
+
+    driver.receive_in_hub(receive)
+    yield taken
+    driver.receive_in_hub(None)
+
+
+def test_a_pong_is_taken_in_the_hub_and_the_request_greenlet_sleeps_on(hub_pongs: list[Any]) -> None:
+    ws = ReaderSocket()
+    waiter = gevent.spawn(ws.wait)
+    gevent.sleep(0)
+    ws.readable(frame(b"3"))
+    gevent.sleep(0.05)
+    assert hub_pongs == ["3"] and not waiter.ready() and ws.watching
+    ws.readable(frame(b'42["chat","hi"]') + frame(b"3"))
+    assert waiter.get(timeout=1) == '42["chat","hi"]'
+    assert hub_pongs == ["3", "3"]
+
+
+def test_reading_pauses_until_the_request_greenlet_takes_the_messages(hub_pongs: list[Any]) -> None:
+    ws = ReaderSocket()
+    ws.readable(frame(b"4one") + frame(b"4two"))
+    assert not ws.watching  # a client sending faster than its handlers waits in TCP
+    assert ws.wait() == "4one" and not ws.watching
+    assert ws.wait() == "4two"
+    waiter = gevent.spawn(ws.wait)
+    gevent.sleep(0.01)
+    assert ws.watching  # taken: reading again
+    ws.readable(frame(b"4three"))
+    assert waiter.get(timeout=1) == "4three"
+
+
+def test_a_client_ping_gets_its_pong_through_the_writer(hub_pongs: list[Any]) -> None:
+    ws = ReaderSocket()
+    ws.readable(frame(b"are you there", 0x9))
+    assert ws._writer.frames == [b"\x8a\x0dare you there"]  # type: ignore[union-attr]
+    assert not ws.received_messages
+
+
+def test_hang_up_reset_close_and_bad_frames_end_wait(hub_pongs: list[Any]) -> None:
+    for data, written in [
+        (b"", []),
+        (ConnectionResetError(), []),
+        (frame(b"\x03\xe9", 0x8), [b"\x88\x02\x03\xe9"]),  # the client's close code is echoed
+        (b"\x81\x01x", [b"\x88\x02\x03\xea"]),  # unmasked: 1002
+    ]:
+        ws = ReaderSocket()
+        ws.readable(data)
+        assert ws.wait() is None and ws._closed
+        assert ws._writer.frames == written  # type: ignore[union-attr]
+        assert len(ws.errors) == (1 if written == [b"\x88\x02\x03\xea"] else 0)
