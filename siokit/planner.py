@@ -30,10 +30,11 @@ MIB = 1024 * KB
 GIB = 1024 * MIB
 
 # PSS per idle websocket of Flask-SocketIO under uWSGI, gevent_uwsgi mode with the kit's driver
-# (read watcher, timer pings, room index), Admin UI and Redis on: 39.5 and 39.4 KB per socket in the
-# 160k cluster runs I and J (bench/results/cluster-160k-{i,j}-2026-12-05.json); 56.4 KB before the
-# 2026-12-04/05 memory changes (BENCHMARKS.md).
-UWSGI_BYTES_PER_SOCKET = 40 * KB
+# (read watcher, the kit's websocket reader, timer pings, room index), Admin UI and Redis on: 34.8 KB
+# per socket in the 160k cluster run K (bench/results/cluster-160k-k-2026-12-05.json); 39.5 and
+# 39.4 KB in runs I and J, before the kit read websockets itself (uWSGI's reader keeps a 4 KB buffer
+# per socket); 56.4 KB before the 2026-12-04/05 memory changes (BENCHMARKS.md).
+UWSGI_BYTES_PER_SOCKET = 35 * KB
 # uWSGI preallocates its async cores: ~100 MB at start for --gevent 19000 (~5.3 KB per core).
 UWSGI_BYTES_PER_ASYNC_CORE = 100 * MIB // 19000
 # Fixed RSS of one uWSGI instance with the app loaded, before any socket (master + worker).
