@@ -54,6 +54,8 @@ TEMPLATES: tuple[TemplateSpec, ...] = (
     TemplateSpec("systemd/siokit-load.env.j2", "systemd/siokit-load.env"),
     TemplateSpec("systemd/siokit-source-ips.service.j2", "systemd/siokit-source-ips.service"),
     TemplateSpec("systemd/modules-load.conf.j2", "modules-load.d/siokit.conf"),
+    TemplateSpec("nftables/siokit-notrack.nft.j2", "siokit/notrack.nft"),
+    TemplateSpec("systemd/siokit-notrack.service.j2", "systemd/siokit-notrack.service"),
     TemplateSpec("kit/siokit-src.pth.j2", "kit/siokit-src.pth"),
     TemplateSpec("kit/siokit.j2", "kit/bin/siokit"),
     TemplateSpec("siokit/plan.json.j2", "siokit/plan.json"),

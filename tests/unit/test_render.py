@@ -246,3 +246,27 @@ def test_a_given_plan_document_is_checked_not_trusted(tmp_path: Path) -> None:
     assert f"gevent = {doc['uwsgi']['async_cores']}" in out["uwsgi/siokit.ini"]
     with pytest.raises(PlanError, match="schema_version"):
         render_all({**BASE, "siokit_plan": {**doc, "schema_version": 0}}, tmp_path)
+
+
+def _notrack_ports(text: str) -> list[int]:
+    m = re.search(r"elements = \{ ([^}]*) \}", text)
+    assert m, text
+    return [int(p) for p in m.group(1).split(", ")]
+
+
+def test_the_conntrack_bypass_lists_the_kits_ports(tmp_path: Path) -> None:
+    """Without an inventory: this host's listen port and the planned uWSGI ports; TLS and extras add theirs."""
+    out = render(tmp_path)
+    instances = json.loads(out["siokit/plan.json"])["uwsgi"]["instances_per_host"]
+    assert _notrack_ports(out["siokit/notrack.nft"]) == [80, *range(8001, 8001 + instances)]
+    text = render(
+        tmp_path,
+        nginx_listen="10.0.0.1:8080",
+        nginx_tls_enabled=True,
+        app_base_port=9001,
+        tuning_conntrack_bypass_extra_ports=[6000, 8080],
+    )["siokit/notrack.nft"]
+    assert _notrack_ports(text) == [443, 6000, 8080, *range(9001, 9001 + instances)]
+    # Both directions, in the raw hook (before conntrack's -200), and only the kit's own table.
+    assert text.count("tcp dport @ports notrack") == 2 and text.count("tcp sport @ports notrack") == 2
+    assert text.count("priority raw;") == 2 and "flush ruleset" not in text
