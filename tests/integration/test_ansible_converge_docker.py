@@ -16,7 +16,7 @@ also shows, on that host:
   ':', '/', '"' and a space, and may do nothing but pub/sub; no secret in Ansible's output;
 - `siokit load` runs on the loadgen host;
 - the tuning role said which sysctls it skipped in the container, and added the load generator's
-  source addresses (the container has CAP_NET_ADMIN).
+  source addresses and loaded the conntrack bypass (the container has CAP_NET_ADMIN).
 
 Slow (minutes): marked `cluster`. Uses <repo>/wheelhouse when it holds a uWSGI wheel
 (`scripts/wheelhouse.sh`), else the package index. SIOKIT_KEEP_CONTAINER=1 keeps the container.
@@ -64,6 +64,8 @@ HOST_PATHS = {
     ),
     "systemd/siokit-load.env": "/etc/siokit/load.env",
     "systemd/siokit-source-ips.service": "/etc/systemd/system/siokit-source-ips.service",
+    "siokit/notrack.nft": "/etc/siokit/notrack.nft",
+    "systemd/siokit-notrack.service": "/etc/systemd/system/siokit-notrack.service",
     "kit/siokit-src.pth": "/opt/siokit/venv/lib/python3.11/site-packages/siokit-src.pth",  # Debian 12's python3
     "kit/bin/siokit": "/opt/siokit/venv/bin/siokit",
     "prometheus/prometheus.yml": "/etc/prometheus/prometheus.yml",
@@ -196,6 +198,8 @@ def converged(tmp_path_factory: pytest.TempPathFactory) -> dict:
                             "siokit_admin_secret": ADMIN_SECRET,
                             # The Socket.IO Admin UI on (off by default): its files, password file, app env.
                             "siokit_admin_ui_enabled": True,
+                            # The conntrack bypass (off by default): its table, with TLS's port too.
+                            "tuning_conntrack_bypass": True,
                         },
                         "hosts": {name: host},
                         "children": {g: {"hosts": {name: {}}} for g in ("lb", "app", "redis", "loadgen", "monitor")},
@@ -284,6 +288,9 @@ def test_files_on_the_host_equal_siokit_render(converged: dict) -> None:
     assert [s.output for s in render.COPIED] == ["prometheus/rules/siokit-alerts.yml"]
     rules = docker("exec", converged["name"], "cat", "/etc/prometheus/rules/siokit-alerts.yml").stdout
     assert rules.encode() == (out / "prometheus/rules/siokit-alerts.yml").read_bytes()
+    # The bypass file is loaded, not only written: TLS's port is in the kernel's set.
+    table = docker("exec", converged["name"], "nft", "list", "set", "inet", "siokit_notrack", "ports").stdout
+    assert "443" in table and "8001" in table, table
 
 
 def test_the_stack_answers(converged: dict) -> None:
