@@ -56,6 +56,9 @@ class Layout:
     redis_service: str
     nginx_site: str
     nginx_access_log: str
+    conntrack_bypass_file: str
+    conntrack_bypass_table: str
+    conntrack_bypass_unit: str
     uwsgi_unit: str = UWSGI_UNIT
     app_target: str = APP_TARGET
 
@@ -79,4 +82,7 @@ def layout() -> Layout:
         redis_service=role_default("redis_service"),
         nginx_site=role_path("nginx_site_path"),
         nginx_access_log=role_path("nginx_access_log"),
+        conntrack_bypass_file=role_path("tuning_conntrack_bypass_file"),
+        conntrack_bypass_table=role_default("tuning_conntrack_bypass_table"),
+        conntrack_bypass_unit=role_default("tuning_conntrack_bypass_unit"),
     )

@@ -14,10 +14,10 @@ import time
 from urllib.parse import urlsplit
 
 import pytest
-from conftest import nginx_dump, planned_uwsgi_ports
+from conftest import LAYOUT, nginx_dump, planned_uwsgi_ports
 
-TABLE = "siokit_notrack"
-UNIT = "siokit-notrack.service"
+TABLE = LAYOUT.conntrack_bypass_table
+UNIT = LAYOUT.conntrack_bypass_unit
 COUNT = "/proc/sys/net/netfilter/nf_conntrack_count"
 HELD = 200
 
@@ -26,7 +26,7 @@ def _bypass_expected(cluster, host, name: str) -> bool:
     """The inventory's tuning_conntrack_bypass when the suite runs from one, else what was deployed."""
     if cluster._runner is not None:
         return bool(cluster._runner.get_variables(name).get("tuning_conntrack_bypass", False))
-    return host.file("/etc/siokit/notrack.nft").exists
+    return host.file(LAYOUT.conntrack_bypass_file).exists
 
 
 def _count(host) -> int:
