@@ -53,15 +53,27 @@ KERNEL_BYTES_PER_TCP_SOCKET = 5200
 # Every proxied client is four kernel sockets when all hops share one kernel:
 # client, nginx downstream, nginx upstream, uWSGI.
 TCP_SOCKETS_PER_CLIENT = 4
-# uWSGI CPU per Engine.IO ping/pong round, measured in the 60k probe (~0.3 ms).
-PING_CPU_SECONDS = 0.0003
+# CPU per Engine.IO ping round trip (the ping's frame out, the pong read back), two figures, from the
+# local cluster's quiet hold at 30,000 sockets with a 5 s ping interval against 120 s (A-B-A, one run
+# each, bench/results/cluster-30k-ping-{120s,5s,120s-b}-2026-12-06.json): the extra CPU over the extra
+# pings per second (6,000 - 250).
+# uWSGI's own, what an app host of its own spends: 62.2 and 67.5 us (user + system); the higher. One
+# loopback worker measured 45.0-47.5 us on 2026-12-05, on a faster machine. (0.3 ms until 2026-12-06:
+# the 60k probe's figure, from before the kit's driver and websocket reader.)
+PING_CPU_SECONDS = 67.5e-6
+# The whole machine's, when every component shares its cores (colocated): the ping and its pong cross
+# nginx, both TCP hops and the load generator too. Machine busy time: 144.2 and 159.7 us; the mean.
+PING_MACHINE_CPU_SECONDS = 152e-6
 # Share of the app hosts' cores that idle pings may take, leaving the rest for real traffic.
 PING_CPU_BUDGET = 0.5
-# When every component shares the same cores (the local cluster), nginx and the load generator spend
-# CPU on each ping too, and the ramp and broadcasts need what is left. At 0.5 (48 s at 160k on 2
-# cores) the 2026-12-02 cluster run collapsed at 144,746 sockets during the ramp, uWSGI at 100% user
-# CPU, 82,336 drops (bench/results/cluster-160k-2026-12-02.json); 120 s held 160,000 (BENCHMARKS.md).
-PING_CPU_BUDGET_COLOCATED = 0.2
+# When every component shares the same cores (the local cluster), broadcasts need what the pings
+# leave, and a broadcast to everyone is the goal these cores do not meet yet (BENCHMARKS.md, issue #9:
+# 5 s needs 38 us of machine time per delivery, 55.6 is measured). So pings get a tenth: 122 s at 160k
+# on 2 cores (160,000 x 152 us / 0.2 core), the ~120 s every 160k cluster run since 2026-12-02 held
+# (runs C to L). 0.2 would give 61 s and another 0.2 core of pings, which would stretch run L's
+# fan-out by (2 - 0.78) / (2 - 0.98) = 1.2x. (0.2 at the old 0.3 ms figure also gave 120 s; with the
+# driver of that time, 48 s collapsed the ramp at 144,746 sockets, bench/results/cluster-160k-2026-12-02.json.)
+PING_CPU_BUDGET_COLOCATED = 0.1
 # Linux >= 4.2 gives connect() the even half of ip_local_port_range per destination (the odd half
 # is kept for bind()); the 60k probe hit EADDRNOTAVAIL at ~11k sockets per upstream with the default
 # range 32768-60999 (28k ports -> 14k usable, less what other flows held).
@@ -100,16 +112,25 @@ DEFAULT_PING_INTERVAL = 25
 # Socket.IO's default ping timeout; the planner raises it only when a broadcast to everyone could
 # take longer to fan out, because a pong (and the ping it answers) waits behind that broadcast.
 DEFAULT_PING_TIMEOUT = 20
-# CPU per delivered message of a broadcast, per component, user + system time above the hold's quiet
-# rate (BENCHMARKS.md, "Where a broadcast's time goes on the cluster": 30,000 clients on the local
-# cluster, bench/results/cluster-30k-broadcast-cpu-2026-12-02.json). uWSGI's share is nearly all the
-# kernel's send path: its user-space fan-out is below the noise.
-UWSGI_CPU_S_PER_DELIVERY = 39e-6
-NGINX_CPU_S_PER_DELIVERY = 45e-6
-LOADGEN_CPU_S_PER_DELIVERY = 48e-6  # counted only when the load generator shares the cores
-# Softirq time no process is charged with: the packets of both hops through the network stack. Charged
-# to the lb when hosts are separate (it receives on both of its hops).
-SOFTIRQ_CPU_S_PER_DELIVERY = 49e-6
+# CPU per delivered message of a broadcast to everyone, user + system time above the hold's quiet
+# rate (siokit/lab/broadcast_cpu.py). Run L: 160,000 on the local cluster with the conntrack bypass,
+# 5 broadcasts (bench/results/cluster-160k-l-2026-12-06.json, BENCHMARKS.md). Until 2026-12-06 these
+# were the 30,000 run of 2026-12-02 (39 + 45 + 48 + 49 us), from before the kit's driver and reader.
+# Hosts of their own: uWSGI's on an app host, 11.6-12.0 us per delivered message on one loopback
+# worker (bench/results/fanout-5k-reader-ab-2026-12-05.json; run L: 11.2 system, user below the
+# noise); nginx's (22.2 us) and the softirq time (23.3 us, the packets of both hops) on the lb.
+# Tick-based accounting charges a softirq to the process it interrupts as well, so nginx + softirq
+# overstates the lb's share: on the safe side for the ping timeout.
+UWSGI_CPU_S_PER_DELIVERY = 12e-6
+NGINX_CPU_S_PER_DELIVERY = 22.2e-6
+SOFTIRQ_CPU_S_PER_DELIVERY = 23.3e-6
+# Colocated, the machine's busy time per delivery, every component and the kernel counted once (the
+# per-component figures overlap, and the load generator shares the cores too): 53.9-58.4 us, mean 55.6.
+# The estimate is the cores' time with the pings' share taken off, nothing else running: 160,000 x
+# 55.6 us / (2 - 0.2) = 4.9 s. Run L's pooled p50 was 4.2 s and its p99 7.0 s: its quiet hold took
+# 0.78 core, ~0.2 of it pings, the rest other work (echoes, the Admin UI's stats, scrapes; in the quiet
+# hold of 2026-12-03 this sandbox's own init took 0.44 core).
+MACHINE_CPU_S_PER_DELIVERY = 55.6e-6
 # The timeout must exceed the estimated fan-out by this factor. 1.0, not more: a ping waits only behind
 # the frames already queued on its own socket, and the server allows ping interval + timeout for the
 # pong. Run B of the 160k benchmark (bench/results/cluster-160k-2026-12-02-b.json) held every client
@@ -292,7 +313,8 @@ def _ping_interval(target: Target, app: HostFacts) -> tuple[int, float]:
     hosts = 1 if target.colocated else target.app_hosts
     share = PING_CPU_BUDGET_COLOCATED if target.colocated else PING_CPU_BUDGET
     budget = share * app.cores * hosts
-    needed = math.ceil(target.sockets * PING_CPU_SECONDS / budget)
+    cost = PING_MACHINE_CPU_SECONDS if target.colocated else PING_CPU_SECONDS
+    needed = math.ceil(target.sockets * cost / budget)
     if target.ping_interval is None:
         interval = max(DEFAULT_PING_INTERVAL, needed)
     else:
@@ -302,28 +324,25 @@ def _ping_interval(target: Target, app: HostFacts) -> tuple[int, float]:
         if interval < needed:
             raise PlanError(
                 f"ping_interval {interval} s is too short for {target.sockets} sockets: "
-                f"{target.sockets} / {interval} s x {PING_CPU_SECONDS * 1000:g} ms per ping = "
-                f"{target.sockets / interval * PING_CPU_SECONDS:.2f} cores, over the budget of "
+                f"{target.sockets} / {interval} s x {cost * 1e6:g} us per ping = "
+                f"{target.sockets / interval * cost:.2f} cores, over the budget of "
                 f"{share:g} x {app.cores} cores x {hosts} app host(s) = {budget:g}; "
                 f"use >= {needed} s or more app cores"
             )
-    return interval, target.sockets / interval * PING_CPU_SECONDS
+    return interval, target.sockets / interval * cost
 
 
-def _fanout_seconds(target: Target, app: HostFacts, lb: HostFacts, per_host: int) -> tuple[float, str]:
+def _fanout_seconds(
+    target: Target, app: HostFacts, lb: HostFacts, per_host: int, ping_cores: float
+) -> tuple[float, str]:
     """Time for one broadcast to everyone to leave the servers, and the arithmetic behind it."""
     if target.colocated:
-        per = (
-            UWSGI_CPU_S_PER_DELIVERY
-            + NGINX_CPU_S_PER_DELIVERY
-            + LOADGEN_CPU_S_PER_DELIVERY
-            + SOFTIRQ_CPU_S_PER_DELIVERY
-        )
-        secs = target.sockets * per / app.cores
+        # The pings' share of the cores is busy whether or not a broadcast is in flight.
+        free = app.cores - ping_cores
+        secs = target.sockets * MACHINE_CPU_S_PER_DELIVERY / free
         return secs, (
-            f"{target.sockets} deliveries x ({UWSGI_CPU_S_PER_DELIVERY * 1e6:g} uWSGI + "
-            f"{NGINX_CPU_S_PER_DELIVERY * 1e6:g} nginx + {LOADGEN_CPU_S_PER_DELIVERY * 1e6:g} load "
-            f"generator + {SOFTIRQ_CPU_S_PER_DELIVERY * 1e6:g} softirq) us / {app.cores} shared cores = {secs:.1f} s"
+            f"{target.sockets} deliveries x {MACHINE_CPU_S_PER_DELIVERY * 1e6:g} us of machine time / "
+            f"({app.cores} shared cores - {ping_cores:.2f} for pings) = {secs:.1f} s"
         )
     lb_per = NGINX_CPU_S_PER_DELIVERY + SOFTIRQ_CPU_S_PER_DELIVERY
     app_s = per_host * UWSGI_CPU_S_PER_DELIVERY / app.cores
@@ -631,7 +650,7 @@ def plan(
     range_size = _port_range_size(target.port_range)
     interval, ping_cores = _ping_interval(target, app)
     per_host = _ceil_div(target.sockets, target.app_hosts)
-    fanout_s, fanout_why = _fanout_seconds(target, app, lb, per_host)
+    fanout_s, fanout_why = _fanout_seconds(target, app, lb, per_host, ping_cores)
     ping_timeout, warnings = _ping_timeout(target, fanout_s, fanout_why)
     uwsgi = _plan_uwsgi(target, app, per_host)
     nginx = _plan_nginx(target, lb, uwsgi, range_size, interval + ping_timeout + PROXY_READ_MARGIN_S)
@@ -728,7 +747,7 @@ def format_plan(p: Plan, host: HostFacts) -> str:
         f"{p.loadgen.workers_per_source_ip} worker processes per source IP x {p.loadgen.clients_per_worker} "
         f"clients, LimitNOFILE={p.loadgen.limit_nofile} each",
         f"Engine.IO ping interval {p.ping_interval} s -> {p.ping_cpu_cores:g} cores of idle pings; "
-        f"ping timeout {p.ping_timeout} s (a broadcast to everyone fans out in ~{p.broadcast_fanout_s:g} s)",
+        f"ping timeout {p.ping_timeout} s (a broadcast to everyone takes ~{p.broadcast_fanout_s:g} s of the cores)",
         "",
         f"memory:  uWSGI {m.uwsgi_per_app_host / GIB:.2f} GiB per app host, nginx {m.nginx_on_lb / GIB:.2f} "
         f"GiB, load generator {m.loadgen / GIB:.2f} GiB, kernel {m.kernel_total / GIB:.2f} GiB",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import replace
 
@@ -160,7 +161,12 @@ def test_160k_on_one_32_gib_host_needs_several_processes_and_source_ips() -> Non
     assert p.uwsgi.instances_per_host >= 5  # 80k per host at < 20k fds per instance
     assert p.nginx.worker_processes * (20000 - FD_RESERVE) >= 2 * 160_000
     assert p.loadgen.workers >= 9
-    assert p.ping_interval >= 120  # 160k x 0.3 ms / (0.2 x 2 shared cores)
+    # 160k x the machine's CPU per ping / (0.2 x 2 shared cores): nginx and the load generator count too.
+    needed = math.ceil(160_000 * planner.PING_MACHINE_CPU_SECONDS / (planner.PING_CPU_BUDGET_COLOCATED * 2))
+    assert p.ping_interval == max(planner.DEFAULT_PING_INTERVAL, needed)
+    two_hosts = HostFacts(cores=2, memory_gib=32, nofile_hard=20000)
+    alone = plan(Target(sockets=160_000, app_hosts=2, source_ips=4), two_hosts)
+    assert alone.ping_interval == planner.DEFAULT_PING_INTERVAL  # 80k x 67.5 us / 25 s = 0.22 of 2 cores
 
 
 def test_refuses_too_few_source_ips_with_arithmetic() -> None:
@@ -169,7 +175,11 @@ def test_refuses_too_few_source_ips_with_arithmetic() -> None:
 
 
 def test_refuses_ping_interval_that_saturates_the_cores() -> None:
-    with pytest.raises(PlanError, match=r"ping_interval 10 s is too short.*0.2 x 2 cores.*use >= 120 s"):
+    needed = math.ceil(160_000 * planner.PING_MACHINE_CPU_SECONDS / (planner.PING_CPU_BUDGET_COLOCATED * 2))
+    us = f"{planner.PING_MACHINE_CPU_SECONDS * 1e6:g}"
+    share = f"{planner.PING_CPU_BUDGET_COLOCATED:g}"
+    refusal = rf"ping_interval 10 s is too short.*x {us} us per ping.*{share} x 2 cores.*use >= {needed} s"
+    with pytest.raises(PlanError, match=refusal):
         plan(Target(sockets=160_000, source_ips=4, ping_interval=10, colocated=True), THIS_HOST)
 
 
@@ -286,7 +296,7 @@ def test_pins_that_hold_the_target_are_what_the_plan_says() -> None:
             nginx_workers=24,
             loadgen_workers_per_source_ip=4,
             uwsgi_instances_per_host=6,
-            ping_interval=120,
+            ping_interval=150,
             ping_timeout=60,
         ),
         THIS_HOST,
@@ -295,7 +305,7 @@ def test_pins_that_hold_the_target_are_what_the_plan_says() -> None:
     assert p.uwsgi.limit_nofile == 16_500 + FD_RESERVE
     assert p.loadgen.workers == 16 and p.loadgen.clients_per_worker == 10_000
     # nginx outwaits the pinned ping interval + timeout, from the plan, not from a role variable.
-    assert p.nginx.proxy_read_timeout == 120 + 60 + planner.PROXY_READ_MARGIN_S
+    assert p.nginx.proxy_read_timeout == 150 + 60 + planner.PROXY_READ_MARGIN_S
 
 
 @pytest.mark.parametrize(
