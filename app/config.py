@@ -52,7 +52,7 @@ class Config:
     # the deployment, and the share of the cores they may take. No plan (0): no such limit.
     broadcast_fanout_s: float = 0.0
     planned_instances: int = 0
-    fanout_cpu_share: float = 0.25
+    fanout_cpu_share: float = 0.085  # the app role's default (roles/app/defaults/main.yml says why)
     fanout_burst: int = 3
     max_backlog_bytes: int = DEFAULT_MAX_BACKLOG_BYTES
     # The planner's sockets per instance, exported for the alert rules; 0 = no plan known.

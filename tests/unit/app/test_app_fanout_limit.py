@@ -35,17 +35,17 @@ def test_one_bucket_for_the_instance_burst_then_rate() -> None:
 
 
 def test_rate_is_the_cpu_share_over_the_plans_fanout_cost_per_instance() -> None:
-    # 160k planned on 2 colocated cores: one chat to everyone ~14.48 s of the cores; 9 instances.
+    # 160k planned on 2 colocated cores: one chat to everyone ~4.94 s of the cores; 9 instances.
     cfg = Config.from_env(
         {
-            "SIOKIT_BROADCAST_FANOUT_S": "14.48",
+            "SIOKIT_BROADCAST_FANOUT_S": "4.94",
             "SIOKIT_PLANNED_INSTANCES_PER_HOST": "9",
             "SIOKIT_PLANNED_APP_HOSTS": "1",
             "SIOKIT_FANOUT_CPU_SHARE": "0.25",
             "SIOKIT_FANOUT_BURST": "2",
         }
     )
-    assert cfg.fanout_rate == pytest.approx(0.25 / 14.48 / 9)
+    assert cfg.fanout_rate == pytest.approx(0.25 / 4.94 / 9)
     assert cfg.fanout_burst == 2
     # no plan, or one too small for the planner's 0.01 s rounding: not limited
     assert Config().fanout_rate is None
