@@ -56,7 +56,9 @@ TCP_SOCKETS_PER_CLIENT = 4
 # CPU per Engine.IO ping round trip (the ping's frame out, the pong read back), two figures, from the
 # local cluster's quiet hold at 30,000 sockets with a 5 s ping interval against 120 s (A-B-A, one run
 # each, bench/results/cluster-30k-ping-{120s,5s,120s-b}-2026-12-06.json): the extra CPU over the extra
-# pings per second (6,000 - 250).
+# pings per second (6,000 - 250). That machine was 1.3-1.5x slower than on 2026-12-05 (the load
+# generator's user time per connect, 676 and 757 us against 517 us at 30,000 the day before), so
+# both figures are on the high side, which for a CPU budget is the safe side.
 # uWSGI's own, what an app host of its own spends: 62.2 and 67.5 us (user + system); the higher. One
 # loopback worker measured 45.0-47.5 us on 2026-12-05, on a faster machine. (0.3 ms until 2026-12-06:
 # the 60k probe's figure, from before the kit's driver and websocket reader.)
