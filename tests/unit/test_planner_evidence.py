@@ -64,3 +64,15 @@ def test_the_costs_per_ping_are_the_a_b_a_runs() -> None:
     assert statistics.mean(machine) == pytest.approx(planner.PING_MACHINE_CPU_SECONDS, abs=0.5e-6)
     uwsgi = _per_ping("uwsgi user", "uwsgi sys")
     assert max(uwsgi) == pytest.approx(planner.PING_CPU_SECONDS, abs=0.05e-6)
+
+
+def test_the_plans_fanout_lies_between_the_p50_and_p99_of_a_run_with_that_plan() -> None:
+    # Run M: 160,000 on the local cluster with the plan this planner makes for it (122 s, 4.94 s).
+    cluster = planner.plan(
+        planner.Target(sockets=160_000, app_hosts=2, source_ips=4, colocated=True),
+        planner.HostFacts(cores=2, memory_gib=24, nofile_hard=20000, somaxconn=4096),
+    )
+    run = _result("cluster-160k-m-2026-12-06")
+    assert run["load"]["pings"]["ping_interval_s"] == cluster.ping_interval
+    fanout = run["load"]["latency_ms"]["broadcast_fanout"]
+    assert fanout["p50"] / 1000 <= cluster.broadcast_fanout_s <= fanout["p99"] / 1000
