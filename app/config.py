@@ -54,6 +54,8 @@ class Config:
     planned_instances: int = 0
     fanout_cpu_share: float = 0.085  # the app role's default (roles/app/defaults/main.yml says why)
     fanout_burst: int = 3
+    # Emits to many sockets go out in slices at the plan's rate (app/upstream/paced_fanout.py).
+    fanout_pacing: bool = True
     max_backlog_bytes: int = DEFAULT_MAX_BACKLOG_BYTES
     # The planner's sockets per instance, exported for the alert rules; 0 = no plan known.
     planned_sockets: int = 0
@@ -74,6 +76,14 @@ class Config:
         if self.broadcast_fanout_s <= 0 or self.planned_instances <= 0:
             return None
         return self.fanout_cpu_share / self.broadcast_fanout_s / self.planned_instances
+
+    @property
+    def fanout_pace(self) -> float | None:
+        """Deliveries per second one instance's fan-out keeps to: its planned sockets in the plan's
+        fan-out time. None: no plan known (slices, no pacing)."""
+        if self.broadcast_fanout_s <= 0 or self.planned_sockets <= 0:
+            return None
+        return self.planned_sockets / self.broadcast_fanout_s
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -123,6 +133,8 @@ class Config:
             kwargs["fanout_cpu_share"] = share
         if (v := _get(env, "SIOKIT_FANOUT_BURST")) is not None:
             kwargs["fanout_burst"] = _positive_int("SIOKIT_FANOUT_BURST", v)
+        if (v := _get(env, "SIOKIT_FANOUT_PACING")) is not None:
+            kwargs["fanout_pacing"] = _switch("SIOKIT_FANOUT_PACING", v)
         if (v := _get(env, "SIOKIT_MAX_BACKLOG_BYTES")) is not None:
             value = _positive_int("SIOKIT_MAX_BACKLOG_BYTES", v)
             if value < MIN_MAX_BACKLOG_BYTES:

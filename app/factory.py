@@ -23,8 +23,9 @@ from app.metrics import Metrics
 from app.ratelimit import EventRateLimiter, FanoutLimiter
 from app.rooms import PayloadError, error
 from app.state import AppState
-from app.upstream import versions
+from app.upstream import eio_socket, versions
 from app.upstream.guard import OversizePostGuard
+from app.upstream.paced_fanout import PacedManager
 from app.upstream.room_index import client_manager
 from app.wsgi_layers import direct
 
@@ -68,6 +69,15 @@ def create_app(
     )
     # Counted by app/upstream/room_index.py's managers (the stock fallback manager counts nothing).
     socketio.server.manager.delivered = metrics.delivered
+    # Only where the kit's Socket.send keeps a paced fan-out's order (app/upstream/paced_fanout.py).
+    # Slices yield to gevent's hub.
+    if (
+        config.fanout_pacing
+        and isinstance(socketio.server.manager, PacedManager)
+        and eio_socket.installed()
+        and socketio.server.eio.async_mode in ("gevent", "gevent_uwsgi")
+    ):
+        socketio.server.manager.pace(config.fanout_pace)
     metrics.info.info(
         {
             "instance_id": config.instance_id,

@@ -5,8 +5,9 @@ Why: python-engineio 4.15.1 (``engineio/socket.py``) sends every packet of a web
 it and calls ``ws.send()``. That costs a queue put, a greenlet wake-up and an encode per recipient,
 and the parked writer greenlet ~6 KB per socket. When the websocket can take frames
 (``ws.supports_frames``, app/upstream/uwsgi_websocket.py), this module's replacements:
-- ``send()``: the same ping-timeout check, then ``ws.send_frame(frame_for(pkt))`` (the frame is
-  built once per packet, so once per emit for a broadcast);
+- ``send()``: the same ping-timeout check, then what a paced fan-out still owes the socket
+  (app/upstream/paced_fanout.py), then ``ws.send_frame(frame_for(pkt))`` (the frame is built once
+  per packet, so once per emit for a broadcast);
 - ``close()``: the same steps, without the queue (nothing reads it): ``ws.close()`` makes the request
   greenlet flush the frames (the CLOSE packet last) and end the request;
 - ``_websocket_handler()``: upstream's, with the same upgrade probe, receive loop and closing, minus
@@ -25,7 +26,7 @@ from typing import Any
 # in the 160k ramp (py-spy, importlib's _handle_fromlist; gevent patches the import lock).
 from engineio import exceptions, packet
 
-from app.upstream import ping_timer, uwsgi_websocket
+from app.upstream import paced_fanout, ping_timer, uwsgi_websocket
 from app.upstream.ws_frame import frame_for
 
 _INFO = logging.INFO
@@ -88,15 +89,21 @@ def _drained(server: Any) -> _Drained:
     return queue  # type: ignore[no-any-return]
 
 
+def _write(sock: Any, pkt: Any) -> None:
+    ws = sock._siokit_ws
+    if ws is not None:
+        ws.send_frame(frame_for(pkt))
+    else:
+        sock.queue.put(pkt)
+
+
 def send(self: Any, pkt: Any) -> None:
     """Drop-in for engineio.socket.Socket.send."""
     if not self.check_ping_timeout():
         return
-    ws = self._siokit_ws
-    if ws is not None:
-        ws.send_frame(frame_for(pkt))
-    else:
-        self.queue.put(pkt)
+    if paced_fanout.inflight():
+        paced_fanout.flush_before(self, _write)  # what a paced fan-out still owes this socket goes first
+    _write(self, pkt)
     logger = self.server.logger
     if logger.isEnabledFor(_INFO):
         logger.info(
@@ -248,6 +255,13 @@ def upgrade_websocket(self: Any, environ: dict[str, Any], start_response: Any) -
         return self.server._bad_request()
     ws = factory(self._websocket_handler, self.server)
     return ws.__call__(environ, start_response)
+
+
+def installed() -> bool:
+    """Whether engineio's Socket sends through this module (what a paced fan-out's order relies on)."""
+    from engineio import socket
+
+    return socket.Socket.send is send
 
 
 def install() -> None:

@@ -15,6 +15,8 @@ from typing import Any
 
 import socketio
 
+from app.upstream.paced_fanout import PacedManager
+
 _Key = tuple[str, str]
 
 
@@ -84,19 +86,30 @@ class RoomIndexMixin:
                     del pending[namespace]
 
 
-class IndexedManager(RoomIndexMixin, socketio.Manager):
+class IndexedManager(RoomIndexMixin, PacedManager):
     """A single instance, no message queue."""
 
     def emit(
-        self, event: Any, data: Any, namespace: Any, room: Any = None, skip_sid: Any = None, **kwargs: Any
+        self,
+        event: Any,
+        data: Any,
+        namespace: Any,
+        room: Any = None,
+        skip_sid: Any = None,
+        callback: Any = None,
+        to: Any = None,
+        **kwargs: Any,
     ) -> None:
-        room = kwargs.pop("to", None) or room
-        super().emit(event, data, namespace, room=room, skip_sid=skip_sid, **kwargs)
+        room = to or room
+        super().emit(event, data, namespace, room=room, skip_sid=skip_sid, callback=callback, **kwargs)
         self._count_delivery(namespace, room, skip_sid)
 
 
-class IndexedRedisManager(RoomIndexMixin, socketio.RedisManager):
-    """Instances joined through Redis pub/sub (what Flask-SocketIO builds for a redis:// queue)."""
+class IndexedRedisManager(RoomIndexMixin, socketio.RedisManager, PacedManager):
+    """Instances joined through Redis pub/sub (what Flask-SocketIO builds for a redis:// queue).
+
+    PacedManager comes after PubSubManager in the MRO, so what the queue relays is delivered by it.
+    """
 
     def _handle_emit(self, message: dict[str, Any]) -> None:
         # Local delivery of an emit heard on the queue (emit() itself only publishes).
