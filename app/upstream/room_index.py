@@ -89,19 +89,10 @@ class RoomIndexMixin:
 class IndexedManager(RoomIndexMixin, PacedManager):
     """A single instance, no message queue."""
 
-    def emit(
-        self,
-        event: Any,
-        data: Any,
-        namespace: Any,
-        room: Any = None,
-        skip_sid: Any = None,
-        callback: Any = None,
-        to: Any = None,
-        **kwargs: Any,
-    ) -> None:
-        room = to or room
-        super().emit(event, data, namespace, room=room, skip_sid=skip_sid, callback=callback, **kwargs)
+    def emit(self, event: Any, data: Any, namespace: Any, *args: Any, **kwargs: Any) -> None:
+        super().emit(event, data, namespace, *args, **kwargs)
+        room = kwargs.get("to") or (args[0] if args else kwargs.get("room"))
+        skip_sid = args[1] if len(args) > 1 else kwargs.get("skip_sid")
         self._count_delivery(namespace, room, skip_sid)
 
 

@@ -257,17 +257,59 @@ def _event_frame(event: str, data: Any) -> bytes:
     return ("42" + json.dumps([event, data], separators=(",", ":"))).encode()
 
 
-ops = st.lists(
-    st.one_of(
-        st.tuples(st.just("room"), st.integers(0, 2), st.integers(0, 3000)),
-        st.tuples(st.just("all"), st.integers(0, 5), st.integers(0, 3000)),
-        st.tuples(st.just("direct"), st.integers(0, 5), st.integers(0, 3000)),
-        st.tuples(st.just("ping"), st.integers(0, 5), st.just(0)),
-        st.tuples(st.just("read"), st.integers(0, 5), st.just(0)),
-        st.tuples(st.just("hub"), st.just(0), st.just(0)),
-    ),
-    max_size=60,
+OPS = (
+    st.tuples(st.just("room"), st.integers(0, 2), st.integers(0, 3000)),
+    st.tuples(st.just("all"), st.integers(0, 5), st.integers(0, 3000)),
+    st.tuples(st.just("direct"), st.integers(0, 5), st.integers(0, 3000)),
+    st.tuples(st.just("ping"), st.integers(0, 5), st.just(0)),
+    st.tuples(st.just("read"), st.integers(0, 5), st.just(0)),
+    st.tuples(st.just("hub"), st.just(0), st.just(0)),
 )
+ops = st.lists(st.one_of(*OPS), max_size=60)
+
+
+def run_ops(c: Cluster, n: int, ops: list[tuple[str, int, int]]) -> None:
+    """Apply ops to the cluster's n clients (in rooms by i % 3), noting what each must receive, in order."""
+    rooms = {r: [i for i in range(n) if i % 3 == r] for r in range(3)}
+    closed: set[int] = set()
+    for i in range(n):
+        c.manager.enter_room(c.sid(i), "/", f"room{i % 3}")
+    for seq, (kind, arg, size) in enumerate(ops):
+        text = f"{seq}:" + "y" * size
+        if kind == "room":
+            c.manager.emit("m", text, "/", room=f"room{arg}")
+            for i in rooms[arg]:
+                if i not in closed:
+                    c.expected[i].append(_event_frame("m", text))
+        elif kind == "all":
+            c.manager.emit("m", text, "/", skip_sid=c.sid(arg) if arg not in closed else None)
+            for i in range(n):
+                if i != arg and i not in closed:
+                    c.expected[i].append(_event_frame("m", text))
+        elif kind == "direct" and arg not in closed:
+            c.manager.emit("m", text, "/", room=c.sid(arg))
+            c.expected[arg].append(_event_frame("m", text))
+        elif kind == "ping" and arg not in closed:
+            sock = c.eio.sockets[f"e{arg}"]
+            sock.last_ping = 1.0
+            sock.schedule_ping()  # arms the timer...
+            getattr(sock, ping_timer._TIMER_ATTR).stop()
+            ping_timer._fire(sock)  # ...which fires now, as the hub would
+            c.expected[arg].append(b"2")
+        elif kind == "close" and arg not in closed:
+            # The kit's Socket.close(): closing, the disconnect (it leaves its rooms), the CLOSE
+            # packet, closed.
+            closed.add(arg)
+            sock = c.eio.sockets[f"e{arg}"]
+            sock.closing = True
+            c.manager.disconnect(c.sid(arg), "/")
+            sock.send(eio_packet.Packet(eio_packet.CLOSE))
+            sock.closed = True
+            c.expected[arg].append(b"1")
+        elif kind == "read":
+            c.read(arg)
+        elif kind == "hub":
+            gevent.sleep(0)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -276,34 +318,7 @@ def test_every_client_sees_its_frames_in_the_order_sent(ops: list[tuple[str, int
     n = 6
     c = Cluster(n)
     try:
-        rooms = {r: [i for i in range(n) if i % 3 == r] for r in range(3)}
-        for i in range(n):
-            c.manager.enter_room(c.sid(i), "/", f"room{i % 3}")
-        for seq, (kind, arg, size) in enumerate(ops):
-            text = f"{seq}:" + "y" * size
-            if kind == "room":
-                c.manager.emit("m", text, "/", room=f"room{arg}")
-                for i in rooms[arg]:
-                    c.expected[i].append(_event_frame("m", text))
-            elif kind == "all":
-                c.manager.emit("m", text, "/", skip_sid=c.sid(arg))
-                for i in range(n):
-                    if i != arg:
-                        c.expected[i].append(_event_frame("m", text))
-            elif kind == "direct":
-                c.manager.emit("m", text, "/", room=c.sid(arg))
-                c.expected[arg].append(_event_frame("m", text))
-            elif kind == "ping":
-                sock = c.eio.sockets[f"e{arg}"]
-                sock.last_ping = 1.0
-                sock.schedule_ping()  # arms the timer...
-                getattr(sock, ping_timer._TIMER_ATTR).stop()
-                ping_timer._fire(sock)  # ...which fires now, as the hub would
-                c.expected[arg].append(b"2")
-            elif kind == "read":
-                c.read(arg)
-            else:
-                gevent.sleep(0)
+        run_ops(c, n, ops)
         for _ in range(5000):
             for i in range(n):
                 c.read(i)

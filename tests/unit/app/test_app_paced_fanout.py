@@ -14,14 +14,13 @@ from typing import Any
 
 import gevent
 import pytest
-from engineio import packet as eio_packet
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_app_fanout import Cluster, FakeSioServer, _event_frame, parse_frames
+from test_app_fanout import OPS, Cluster, FakeSioServer, _event_frame, parse_frames, run_ops
 
 from app.config import Config
 from app.factory import create_app
-from app.upstream import eio_socket, paced_fanout, ping_timer
+from app.upstream import eio_socket, paced_fanout
 from app.upstream.room_index import IndexedManager
 
 
@@ -71,18 +70,8 @@ def small_slices(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     assert paced_fanout.inflight() == 0
 
 
-ops = st.lists(
-    st.one_of(
-        st.tuples(st.just("room"), st.integers(0, 2), st.integers(0, 3000)),
-        st.tuples(st.just("all"), st.integers(0, 5), st.integers(0, 3000)),
-        st.tuples(st.just("direct"), st.integers(0, 5), st.integers(0, 3000)),
-        st.tuples(st.just("ping"), st.integers(0, 5), st.just(0)),
-        st.tuples(st.just("read"), st.integers(0, 5), st.just(0)),
-        st.tuples(st.just("hub"), st.just(0), st.just(0)),
-        st.tuples(st.just("close"), st.integers(0, 5), st.just(0)),
-    ),
-    max_size=60,
-)
+# The unsliced test's operations, and closes: a fan-out may still owe a socket that closes.
+ops = st.lists(st.one_of(*OPS, st.tuples(st.just("close"), st.integers(0, 5), st.just(0))), max_size=60)
 
 
 @settings(
@@ -94,48 +83,8 @@ def test_sliced_fanouts_keep_every_clients_order(small_slices: None, ops: list[t
     pings, reads and closes: each client gets exactly what was emitted to it, in emit order."""
     n = 6
     c = _paced(n, rate=None)
-    closed: set[int] = set()
     try:
-        rooms = {r: [i for i in range(n) if i % 3 == r] for r in range(3)}
-        for i in range(n):
-            c.manager.enter_room(c.sid(i), "/", f"room{i % 3}")
-        for seq, (kind, arg, size) in enumerate(ops):
-            text = f"{seq}:" + "y" * size
-            if kind == "room":
-                c.manager.emit("m", text, "/", room=f"room{arg}")
-                for i in rooms[arg]:
-                    if i not in closed:
-                        c.expected[i].append(_event_frame("m", text))
-            elif kind == "all":
-                skip = c.sid(arg) if arg not in closed else None
-                c.manager.emit("m", text, "/", skip_sid=skip)
-                for i in range(n):
-                    if i != arg and i not in closed:
-                        c.expected[i].append(_event_frame("m", text))
-            elif kind == "direct" and arg not in closed:
-                c.manager.emit("m", text, "/", room=c.sid(arg))
-                c.expected[arg].append(_event_frame("m", text))
-            elif kind == "ping" and arg not in closed:
-                sock = c.eio.sockets[f"e{arg}"]
-                sock.last_ping = 1.0
-                sock.schedule_ping()
-                getattr(sock, ping_timer._TIMER_ATTR).stop()
-                ping_timer._fire(sock)
-                c.expected[arg].append(b"2")
-            elif kind == "close" and arg not in closed:
-                # The kit's Socket.close(): closing, the disconnect (it leaves its rooms), the CLOSE
-                # packet, closed. What a fan-out in flight owes it goes out before the CLOSE.
-                closed.add(arg)
-                sock = c.eio.sockets[f"e{arg}"]
-                sock.closing = True
-                c.manager.disconnect(c.sid(arg), "/")
-                sock.send(eio_packet.Packet(eio_packet.CLOSE))
-                sock.closed = True
-                c.expected[arg].append(b"1")
-            elif kind == "read":
-                c.read(arg)
-            elif kind == "hub":
-                gevent.sleep(0)
+        run_ops(c, n, ops)
         _settle(c, n)
         for i in range(n):
             frames, rest = parse_frames(c.received[i])
