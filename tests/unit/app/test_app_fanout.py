@@ -221,10 +221,10 @@ class FakeSioServer:
 
 
 class Cluster:
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, manager: Any = None, server_cls: type[FakeSioServer] = FakeSioServer) -> None:
         self.eio = FakeEioServer()
-        self.manager = socketio.Manager()
-        self.manager.set_server(FakeSioServer(self.eio))
+        self.manager = socketio.Manager() if manager is None else manager
+        self.manager.set_server(server_cls(self.eio))
         self.manager.initialize()
         self.clients: list[socket.socket] = []
         self.servers: list[socket.socket] = []

@@ -27,26 +27,13 @@ from app.upstream.room_index import IndexedManager
 class PacedSioServer(FakeSioServer):
     """FakeSioServer plus what a paced fan-out needs from socketio.Server under gevent."""
 
-    def sleep(self, seconds: float = 0) -> None:
-        gevent.sleep(seconds)
-
     def start_background_task(self, target: Any, *args: Any) -> Any:
         return gevent.spawn(target, *args)
 
 
 def _paced(n: int, rate: float | None) -> Cluster:
-    c = Cluster(0)
-    c.manager = IndexedManager()
-    c.manager.set_server(PacedSioServer(c.eio))
-    c.manager.initialize()
+    c = Cluster(n, IndexedManager(), PacedSioServer)
     c.manager.pace(rate)
-    fresh = Cluster(n)  # its sockets and socketpairs, joined to the paced manager
-    c.eio, c.clients, c.servers, c.expected, c.received = fresh.eio, fresh.clients, fresh.servers, [], []
-    c.manager.server.eio = c.eio
-    for i in range(n):
-        c.manager.connect(f"e{i}", "/")
-        c.expected.append([])
-        c.received.append(b"")
     return c
 
 
