@@ -78,6 +78,7 @@ def create_app(
         and socketio.server.eio.async_mode in ("gevent", "gevent_uwsgi")
     ):
         socketio.server.manager.pace(config.fanout_pace)
+        socketio.server.manager.pace_gauge = metrics.fanout_pace
     metrics.info.info(
         {
             "instance_id": config.instance_id,

@@ -123,6 +123,12 @@ class Metrics:
             registry=self.registry,
         )
         self.planned.set(planned_sockets)
+        self.fanout_pace = Gauge(
+            "siokit_fanout_pace",
+            "Deliveries per second this instance's last paced fan-out kept to: the plan's rate, lower"
+            " while the host's cores were saturated (0 = none yet)",
+            registry=self.registry,
+        )
         self.hub_lag = HubLag(self.registry)
         self.registry.register(_FanoutCollector())
         self._counts: dict[str, int] = {}

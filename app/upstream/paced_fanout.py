@@ -7,9 +7,9 @@ it; the frames then waited in nginx's and the load generator's socket queues, in
 sent after them. An echo during a broadcast waited for the broadcast: echo p99 4.4 s against a
 fan-out p99 of 6.5 s (run M, BENCHMARKS.md). Here an emit to more than ``SLICE`` sockets runs in a
 greenlet of its own, yields to the hub after every slice (reads, pings and echoes get served), and
-sleeps while it is ahead of ``rate`` deliveries per second (the plan's sockets per instance over the
-plan's fan-out time), so the queues downstream stay short and the fan-out takes no longer than the
-cores it shares need anyway.
+sleeps while it is ahead of its rate: the plan's (sockets per instance over the plan's fan-out time),
+lowered while this host's cores are saturated (app/fanout_pace.py), so the queues downstream stay
+short and the fan-out takes little longer than the cores it shares need anyway.
 
 Order: a frame never overtakes one the server emitted before it. A fan-out in flight keeps the
 sockets it has not reached; any other packet for one of them (a direct emit, a later fan-out, a
@@ -30,6 +30,8 @@ import socketio
 from engineio import packet as eio_packet
 from gevent.hub import Waiter
 from socketio import packet
+
+from app.fanout_pace import AdaptivePace
 
 log = logging.getLogger(__name__)
 
@@ -103,12 +105,14 @@ class PacedManager(socketio.Manager):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._paced = False
-        self._rate: float | None = None
+        self._pace: AdaptivePace | None = None
+        self.pace_gauge: Any = None  # the rate kept to, for /metrics (set by the factory)
 
-    def pace(self, rate: float | None) -> None:
-        """Slice emits to many sockets; ``rate``: deliveries per second at most (None: slices only)."""
+    def pace(self, rate: float | None, pace: AdaptivePace | None = None) -> None:
+        """Slice emits to many sockets; ``rate``: deliveries per second at most, lowered while this
+        host's cores are saturated (app/fanout_pace.py); None: slices only."""
         self._paced = True
-        self._rate = rate if rate and rate > 0 else None
+        self._pace = pace or (AdaptivePace(rate) if rate and rate > 0 else None)
 
     def emit(
         self,
@@ -178,16 +182,23 @@ class PacedManager(socketio.Manager):
         return sent
 
     def _run(self, f: _Fanout) -> None:
-        began = time.monotonic()
+        due = time.monotonic()
         sent = 0
         try:
             for start in range(0, len(f.order), SLICE):
-                sent += self._deliver(f, start, start + SLICE)
-                ahead = began + sent / self._rate - time.monotonic() if self._rate else 0.0
-                if ahead > 0:
-                    gevent.sleep(ahead)
-                else:
-                    _yield_to_io()
+                n = self._deliver(f, start, start + SLICE)
+                sent += n
+                if self._pace is not None:
+                    rate = self._pace.observe()
+                    if self.pace_gauge is not None:
+                        self.pace_gauge.set(rate)
+                    # At most `rate`: time lost behind schedule is not made up in a burst.
+                    now = time.monotonic()
+                    due = max(due + n / rate, now)
+                    if due > now:
+                        gevent.sleep(due - now)
+                        continue
+                _yield_to_io()
         except Exception:
             log.exception("fan-out to %d sockets failed after %d", len(f.order), sent)
         finally:

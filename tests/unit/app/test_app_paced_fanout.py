@@ -198,7 +198,8 @@ def test_pacing_is_on_only_where_the_kits_send_keeps_the_order(monkeypatch: pyte
     monkeypatch.setattr(eio_sock.Socket, "send", eio_socket.send)
     paced = create_app(cfg, async_mode="gevent", upstream_patches=True)
     manager = paced.extensions["socketio"].server.manager
-    assert manager._paced is True and manager._rate == 500.0
+    assert manager._paced is True and manager._pace is not None and manager._pace.ceiling == 500.0
+    assert manager.pace_gauge is not None  # siokit_fanout_pace
     threads = create_app(cfg, async_mode="threading", upstream_patches=True)
     assert threads.extensions["socketio"].server.manager._paced is False  # slices yield to gevent's hub
     stock = create_app(cfg, async_mode="gevent", upstream_patches=False)
