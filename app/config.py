@@ -56,6 +56,8 @@ class Config:
     fanout_burst: int = 3
     # Emits to many sockets go out in slices at the plan's rate (app/upstream/paced_fanout.py).
     fanout_pacing: bool = True
+    # Waits for a core (ms) above which that rate falls (app/fanout_pace.py); 0: the plan's, fixed.
+    fanout_core_wait_ms: float = 2.0
     max_backlog_bytes: int = DEFAULT_MAX_BACKLOG_BYTES
     # The planner's sockets per instance, exported for the alert rules; 0 = no plan known.
     planned_sockets: int = 0
@@ -135,6 +137,8 @@ class Config:
             kwargs["fanout_burst"] = _positive_int("SIOKIT_FANOUT_BURST", v)
         if (v := _get(env, "SIOKIT_FANOUT_PACING")) is not None:
             kwargs["fanout_pacing"] = _switch("SIOKIT_FANOUT_PACING", v)
+        if (v := _get(env, "SIOKIT_FANOUT_CORE_WAIT_MS")) is not None:
+            kwargs["fanout_core_wait_ms"] = _non_negative_float("SIOKIT_FANOUT_CORE_WAIT_MS", v)
         if (v := _get(env, "SIOKIT_MAX_BACKLOG_BYTES")) is not None:
             value = _positive_int("SIOKIT_MAX_BACKLOG_BYTES", v)
             if value < MIN_MAX_BACKLOG_BYTES:
@@ -170,6 +174,16 @@ def _positive_float(name: str, raw: str) -> float:
         raise ConfigError(f"{name} must be a positive number, got {raw!r}") from None
     if not math.isfinite(value) or value <= 0:
         raise ConfigError(f"{name} must be a positive number, got {raw!r}")
+    return value
+
+
+def _non_negative_float(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number >= 0, got {raw!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{name} must be a number >= 0, got {raw!r}")
     return value
 
 

@@ -77,7 +77,7 @@ def create_app(
         and eio_socket.installed()
         and socketio.server.eio.async_mode in ("gevent", "gevent_uwsgi")
     ):
-        socketio.server.manager.pace(config.fanout_pace)
+        socketio.server.manager.pace(config.fanout_pace, config.fanout_core_wait_ms / 1000)
         socketio.server.manager.pace_gauge = metrics.fanout_pace
     metrics.info.info(
         {

@@ -9,9 +9,10 @@ just below it.
 The signal is how long this thread waits for a core each time it becomes runnable: the kernel's
 run delay over its switch-ins (/proc/thread-self/schedstat). On the cluster, sampled every 0.1 s
 over all uWSGI workers (30,000 clients, 2026-12-06): 0.02-0.5 ms in the quiet hold, 1.2-19 ms within
-0.1 s of a broadcast's start, while both cores were busy. Above TARGET_WAIT_S the rate falls by
-DECREASE; at or below it, it climbs back by INCREASE, never past the plan's rate nor below FLOOR of
-it. Like TCP's congestion window, it follows a signal that rises before the queues get long.
+0.1 s of a broadcast's start, while both cores were busy. Above the operator's threshold
+(app_fanout_core_wait_ms, TARGET_WAIT_S by default) the rate falls by DECREASE; at or below it, it
+climbs back by INCREASE, never past the plan's rate nor below FLOOR of it. Like TCP's congestion
+window, it follows a signal that rises before the queues get long.
 """
 
 from __future__ import annotations
@@ -48,15 +49,18 @@ class AdaptivePace:
     def __init__(
         self,
         ceiling: float,
+        core_wait_s: float = TARGET_WAIT_S,
         read: Callable[[], tuple[int, int] | None] = read_schedstat,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.ceiling = ceiling
         self.rate = ceiling
+        self.core_wait_s = core_wait_s
         self._read = read
         self._clock = clock
         self._last: tuple[float, int, int] | None = None
-        self.adaptive = read() is not None
+        # 0: the operator's choice of the plan's rate, fixed (app_fanout_core_wait_ms).
+        self.adaptive = core_wait_s > 0 and read() is not None
 
     def observe(self) -> float:
         """Called as a fan-out goes; adjusts the rate once per window. Returns the rate to keep to."""
@@ -71,7 +75,7 @@ class AdaptivePace:
         delay, switches = sample
         if self._last is not None and now - self._last[0] < 2 * WINDOW_S and switches > self._last[2]:
             wait = (delay - self._last[1]) / 1e9 / (switches - self._last[2])
-            if wait > TARGET_WAIT_S:
+            if wait > self.core_wait_s:
                 self.rate = max(self.ceiling * FLOOR, self.rate * DECREASE)
             else:
                 self.rate = min(self.ceiling, self.rate + self.ceiling * INCREASE)

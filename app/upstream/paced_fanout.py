@@ -31,7 +31,7 @@ from engineio import packet as eio_packet
 from gevent.hub import Waiter
 from socketio import packet
 
-from app.fanout_pace import AdaptivePace
+from app.fanout_pace import TARGET_WAIT_S, AdaptivePace
 
 log = logging.getLogger(__name__)
 
@@ -108,11 +108,12 @@ class PacedManager(socketio.Manager):
         self._pace: AdaptivePace | None = None
         self.pace_gauge: Any = None  # the rate kept to, for /metrics (set by the factory)
 
-    def pace(self, rate: float | None, pace: AdaptivePace | None = None) -> None:
+    def pace(self, rate: float | None, core_wait_s: float = TARGET_WAIT_S, pace: AdaptivePace | None = None) -> None:
         """Slice emits to many sockets; ``rate``: deliveries per second at most, lowered while this
-        host's cores are saturated (app/fanout_pace.py); None: slices only."""
+        thread's waits for a core pass ``core_wait_s`` (app/fanout_pace.py; 0: never lowered);
+        None: slices only."""
         self._paced = True
-        self._pace = pace or (AdaptivePace(rate) if rate and rate > 0 else None)
+        self._pace = pace or (AdaptivePace(rate, core_wait_s) if rate and rate > 0 else None)
 
     def emit(
         self,

@@ -53,6 +53,7 @@ def run_site(tmp_path: Path, host_vars: dict[str, Any], groups: tuple[str, ...] 
         ({"siokit_target_sockets": -160000}, r"siokit_target_sockets must be a positive whole number of sockets"),
         ({"siokit_target_sockets": "lots"}, r"argument 'siokit_target_sockets' is of type str"),
         ({"siokit_loadgen_source_ips": 0}, r"siokit_loadgen_source_ips must be a whole number >= 1"),
+        ({"app_fanout_core_wait_ms": -1}, r"app_fanout_core_wait_ms must be a number of milliseconds >= 0"),
         ({"redis_maxclients": "many"}, r"argument 'redis_maxclients' is of type str"),
         ({"nginx_balance": "round_robin"}, r"nginx_balance.*(must be one of|choices)"),
         ({"app_instances": 4}, r"app_instances is no longer a setting.*input: \{uwsgi_instances_per_host: N"),

@@ -72,6 +72,21 @@ def test_the_rate_changes_once_per_window_and_not_across_a_pause() -> None:
     assert pace.observe() == 1000.0
 
 
+def test_the_operators_core_wait_is_the_threshold_and_0_keeps_the_plans_rate() -> None:
+    k = FakeKernel()
+    lenient = AdaptivePace(1000.0, core_wait_s=0.010, read=k.read, clock=lambda: k.now)
+    lenient.observe()
+    k.window(0.005)
+    assert lenient.observe() == 1000.0  # 5 ms is below the operator's 10 ms
+    k.window(0.020)
+    assert lenient.observe() == pytest.approx(700.0)
+    fixed = AdaptivePace(1000.0, core_wait_s=0.0, read=k.read, clock=lambda: k.now)
+    assert fixed.adaptive is False
+    for _ in range(5):
+        k.window(0.020)
+        assert fixed.observe() == 1000.0
+
+
 def test_without_schedstat_the_rate_stays_the_plans() -> None:
     k = FakeKernel()
     k.readable = False
@@ -106,7 +121,7 @@ def test_a_fanout_slows_to_the_lowered_rate_while_waits_are_long(monkeypatch: py
     n = 400
     c = _paced(n, rate=None)
     pace = AdaptivePace(2000.0, read=congested, clock=clock)  # the plan: 400 sockets in 0.2 s
-    c.manager.pace(2000.0, pace)
+    c.manager.pace(2000.0, pace=pace)
     try:
         began = time.monotonic()
         c.manager.emit("m", "everyone", "/")

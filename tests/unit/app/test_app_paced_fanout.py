@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_app_fanout import OPS, Cluster, FakeSioServer, _event_frame, parse_frames, run_ops
 
-from app.config import Config
+from app.config import Config, ConfigError
 from app.factory import create_app
 from app.upstream import eio_socket, paced_fanout
 from app.upstream.room_index import IndexedManager
@@ -187,6 +187,11 @@ def test_config_pace_is_the_plans_sockets_over_its_fanout_time() -> None:
     assert cfg.fanout_pace == pytest.approx(16000 / 4.94)
     assert Config.from_env({}).fanout_pace is None  # no plan: slices, no rate
     assert Config.from_env({"SIOKIT_FANOUT_PACING": "off"}).fanout_pacing is False
+    assert cfg.fanout_core_wait_ms == 2.0
+    assert Config.from_env({"SIOKIT_FANOUT_CORE_WAIT_MS": "0"}).fanout_core_wait_ms == 0.0
+    for bad in ("-1", "soon", "nan"):
+        with pytest.raises(ConfigError, match=r"SIOKIT_FANOUT_CORE_WAIT_MS must be a number >= 0"):
+            Config.from_env({"SIOKIT_FANOUT_CORE_WAIT_MS": bad})
 
 
 def test_pacing_is_on_only_where_the_kits_send_keeps_the_order(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -199,6 +204,9 @@ def test_pacing_is_on_only_where_the_kits_send_keeps_the_order(monkeypatch: pyte
     paced = create_app(cfg, async_mode="gevent", upstream_patches=True)
     manager = paced.extensions["socketio"].server.manager
     assert manager._paced is True and manager._pace is not None and manager._pace.ceiling == 500.0
+    assert manager._pace.core_wait_s == 0.002
+    fixed = create_app(Config(planned_sockets=1000, broadcast_fanout_s=2.0, fanout_core_wait_ms=0), async_mode="gevent")
+    assert fixed.extensions["socketio"].server.manager._pace.adaptive is False
     assert manager.pace_gauge is not None  # siokit_fanout_pace
     threads = create_app(cfg, async_mode="threading", upstream_patches=True)
     assert threads.extensions["socketio"].server.manager._paced is False  # slices yield to gevent's hub
