@@ -23,7 +23,9 @@ Capacity at a latency SLO, siokit's loopback stack and Node side by side from on
     .venv/bin/python bench/compare.py --slo-p95-ms 500 --step 1000 --max 10000 --targets siokit,node \\
         [--out slo.json] [--html slo.html]
 
-  siokit    the loopback stack (siokit.lab.local: nginx, 2 uWSGI instances, Redis) on its own port
+  siokit    the loopback stack (siokit.lab.local: nginx, 2 uWSGI instances, Redis) on its own port;
+            --siokit-var NAME=VALUE (repeatable) sets one of its template variables, e.g.
+            app_fanout_core_wait_ms=0 (the value is read as YAML: 0, off, "text")
 Each target gets steps of --step clients (a fresh `siokit load` run per step, --slo-hold seconds,
 a broadcast every --slo-broadcast-every s); the table shows every step and the capacity (the last
 step whose pooled p95 fan-out met the SLO, siokit/lab/slo.py). Beside it, each step's server CPU per
@@ -59,6 +61,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil  # type: ignore[import-untyped]
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -370,7 +373,7 @@ def slo_compare(args: argparse.Namespace, targets: list[str]) -> dict[str, Any]:
 
                 state = Path(tmp) / "stack"
                 ls = local.LocalStack(state_dir=state, port=free_port(), instances=2, balance="hash_remote_addr",
-                                      sockets=args.max)  # fmt: skip
+                                      sockets=args.max, overrides=args.siokit_var)  # fmt: skip
                 local.up(ls)
                 stack.callback(local.down, state)
                 url, token = ls.url, ls.admin_secret
@@ -389,6 +392,8 @@ def slo_compare(args: argparse.Namespace, targets: list[str]) -> dict[str, Any]:
             result = _search(spec, args, target, (url, token, groups, health), Path(tmp), extras_by_step)
         for row in result["steps"]:
             row.update(extras_by_step.get(row["clients"], {}))
+        if target == "siokit" and args.siokit_var:
+            result["template_vars"] = args.siokit_var
         out[target] = result
     return out
 
@@ -406,6 +411,17 @@ def print_slo(results: dict[str, Any]) -> None:
     if {"siokit", "node"} <= set(results):
         s, n = results["siokit"]["capacity"], results["node"]["capacity"]
         print(f"capacity at the SLO: siokit {s}, node {n}" + (f" ({s / n:.2f}x node)" if n else ""))
+
+
+def _template_vars(items: list[str]) -> dict[str, Any]:
+    """NAME=VALUE pairs; each VALUE read as a YAML scalar, as it would be in an inventory."""
+    out: dict[str, Any] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"--siokit-var takes NAME=VALUE, got {item!r}")
+        out[name.strip()] = yaml.safe_load(value)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -439,7 +455,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max", type=int, default=20000)
     ap.add_argument("--slo-hold", type=float, default=20)
     ap.add_argument("--slo-broadcast-every", type=float, default=2)
+    ap.add_argument("--siokit-var", action="append", default=[], metavar="NAME=VALUE",
+                    help="--slo-p95-ms: a template variable of the siokit stack (repeatable)")  # fmt: skip
     args = ap.parse_args(argv)
+    try:
+        args.siokit_var = _template_vars(args.siokit_var)
+    except ValueError as exc:
+        ap.error(str(exc))
     if args.slo_p95_ms is not None:
         try:
             slo.SloSpec(args.slo_p95_ms, args.step, args.max)

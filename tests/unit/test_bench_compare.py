@@ -7,6 +7,8 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from siokit.load.options import build_parser, make_plan
 from siokit.load.runner import build_report
 from siokit.load.stats import WorkerStats
@@ -110,3 +112,14 @@ def test_interrupted_ramp_and_unmeasured_server() -> None:
     res = compare.summarize(r, base_kb=0, peak_kb=0, measured=False, ramp_timeout=None)
     assert res["ramp_complete"] is False and res["ramp_note"].startswith("interrupted after 3 s")
     assert res["server_kb_per_socket"] is None
+
+
+def test_siokit_vars_are_yaml_scalars_and_a_pair_without_a_name_is_refused() -> None:
+    assert compare._template_vars(["app_fanout_core_wait_ms=0", "app_fanout_pacing=off", "x=a=b"]) == {
+        "app_fanout_core_wait_ms": 0,
+        "app_fanout_pacing": False,
+        "x": "a=b",
+    }
+    for bad in ("app_fanout_core_wait_ms", "=3"):
+        with pytest.raises(ValueError, match="--siokit-var takes NAME=VALUE"):
+            compare._template_vars([bad])
