@@ -374,8 +374,8 @@ def slo_compare(args: argparse.Namespace, targets: list[str]) -> dict[str, Any]:
                 state = Path(tmp) / "stack"
                 ls = local.LocalStack(state_dir=state, port=free_port(), instances=2, balance="hash_remote_addr",
                                       sockets=args.max, overrides=args.siokit_var)  # fmt: skip
+                stack.callback(local.down, state)  # also what a failed start left running
                 local.up(ls)
-                stack.callback(local.down, state)
                 url, token = ls.url, ls.admin_secret
                 groups = {"uwsgi": [v for k, v in ls.pids.items() if k.startswith("uwsgi")],
                           "nginx": [ls.pids["nginx"]]}  # fmt: skip

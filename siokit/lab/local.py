@@ -287,7 +287,9 @@ def up(stack: LocalStack) -> LocalStack:
     check = subprocess.run([*nginx, "-t"], capture_output=True, text=True)
     if check.returncode != 0:
         raise RuntimeError(f"nginx -t failed:\n{check.stderr}")
-    subprocess.run(nginx, check=True, capture_output=True)
+    started = subprocess.run(nginx, capture_output=True, text=True)
+    if started.returncode != 0:  # e.g. its port taken since it was chosen
+        raise RuntimeError(f"nginx failed to start:\n{started.stderr}")
     stack.pids["nginx"] = int((s / "nginx.pid").read_text())
     stack.save()
     # 301: nginx redirects plain HTTP to HTTPS when a test asks for it (nginx_tls_redirect_http).

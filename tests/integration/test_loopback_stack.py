@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import socket
 import threading
 import time
 from pathlib import Path
@@ -15,7 +17,7 @@ import pytest
 import socketio
 import websocket
 
-from siokit.lab.local import LocalStack, down
+from siokit.lab.local import LocalStack, down, up
 
 from .conftest import start_stack
 
@@ -199,3 +201,26 @@ def test_direct_websocket_clients_spread_even_from_one_address(stack: LocalStack
     finally:
         for c in clients:
             c.disconnect()
+
+
+def test_a_start_that_fails_says_why_and_down_stops_what_it_had_started(tmp_path: Path) -> None:
+    """nginx's port taken after it was chosen: its own error, and nothing left running (bench/compare.py
+    calls down() for a failed start too)."""
+    taken = socket.socket()
+    taken.bind(("0.0.0.0", 0))
+    taken.listen()
+    try:
+        stack = LocalStack(state_dir=tmp_path, port=taken.getsockname()[1], instances=2, sockets=2000)
+        with pytest.raises(RuntimeError, match=r"nginx failed to start:[\s\S]*Address already in use"):
+            up(stack)
+        started = LocalStack.load(tmp_path).pids
+        assert {"redis", "nginx"} & set(started) == {"redis"} and len(started) == 3  # redis + 2 uWSGI
+        down(tmp_path)
+        for pid in started.values():
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                continue
+            raise AssertionError(f"pid {pid} still running after down()")
+    finally:
+        taken.close()
