@@ -12,7 +12,8 @@ over all uWSGI workers (30,000 clients, 2026-12-06): 0.02-0.5 ms in the quiet ho
 0.1 s of a broadcast's start, while both cores were busy. Above the operator's threshold
 (app_fanout_core_wait_ms, TARGET_WAIT_S by default) the rate falls by DECREASE; at or below it, it
 climbs back by INCREASE, never past the plan's rate nor below FLOOR of it. Like TCP's congestion
-window, it follows a signal that rises before the queues get long.
+window, it follows a signal that rises before the queues get long, and it carries over from one
+fan-out to the next: a host's capacity changes more slowly than broadcasts come.
 """
 
 from __future__ import annotations
