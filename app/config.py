@@ -168,22 +168,21 @@ def _get(env: Mapping[str, str], name: str) -> str | None:
 
 
 def _positive_float(name: str, raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a positive number, got {raw!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{name} must be a positive number, got {raw!r}")
-    return value
+    return _finite_float(name, raw, zero=False)
 
 
 def _non_negative_float(name: str, raw: str) -> float:
+    return _finite_float(name, raw, zero=True)
+
+
+def _finite_float(name: str, raw: str, *, zero: bool) -> float:
+    what = "a number >= 0" if zero else "a positive number"
     try:
         value = float(raw)
     except ValueError:
-        raise ConfigError(f"{name} must be a number >= 0, got {raw!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise ConfigError(f"{name} must be a number >= 0, got {raw!r}")
+        raise ConfigError(f"{name} must be {what}, got {raw!r}") from None
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+        raise ConfigError(f"{name} must be {what}, got {raw!r}")
     return value
 
 
