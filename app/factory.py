@@ -78,7 +78,7 @@ def create_app(
         and socketio.server.eio.async_mode in ("gevent", "gevent_uwsgi")
     ):
         socketio.server.manager.pace(config.fanout_pace, config.fanout_core_wait_ms / 1000)
-        socketio.server.manager.pace_gauge = metrics.fanout_pace
+        metrics.fanout_pace.set_function(socketio.server.manager.pace_rate)
     metrics.info.info(
         {
             "instance_id": config.instance_id,

@@ -125,8 +125,8 @@ class Metrics:
         self.planned.set(planned_sockets)
         self.fanout_pace = Gauge(
             "siokit_fanout_pace",
-            "Deliveries per second this instance's last paced fan-out kept to: the plan's rate, lower"
-            " while the host's cores were saturated (0 = none yet)",
+            "Deliveries per second this instance's paced fan-outs keep to: the plan's rate, lower"
+            " while the host's cores are saturated (0 = not paced)",
             registry=self.registry,
         )
         self.hub_lag = HubLag(self.registry)

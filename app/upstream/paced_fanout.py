@@ -106,7 +106,6 @@ class PacedManager(socketio.Manager):
         super().__init__(*args, **kwargs)
         self._paced = False
         self._pace: AdaptivePace | None = None
-        self.pace_gauge: Any = None  # the rate kept to, for /metrics (set by the factory)
 
     def pace(self, rate: float | None, core_wait_s: float = TARGET_WAIT_S, pace: AdaptivePace | None = None) -> None:
         """Slice emits to many sockets; ``rate``: deliveries per second at most, lowered while this
@@ -114,6 +113,10 @@ class PacedManager(socketio.Manager):
         None: slices only."""
         self._paced = True
         self._pace = pace or (AdaptivePace(rate, core_wait_s) if rate and rate > 0 else None)
+
+    def pace_rate(self) -> float:
+        """Deliveries per second a fan-out keeps to now (siokit_fanout_pace); 0: none kept."""
+        return self._pace.rate if self._pace is not None else 0.0
 
     def emit(
         self,
@@ -191,8 +194,6 @@ class PacedManager(socketio.Manager):
                 sent += n
                 if self._pace is not None:
                     rate = self._pace.observe()
-                    if self.pace_gauge is not None:
-                        self.pace_gauge.set(rate)
                     # At most `rate`: time lost behind schedule is not made up in a burst.
                     now = time.monotonic()
                     due = max(due + n / rate, now)

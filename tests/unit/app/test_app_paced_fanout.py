@@ -207,7 +207,10 @@ def test_pacing_is_on_only_where_the_kits_send_keeps_the_order(monkeypatch: pyte
     assert manager._pace.core_wait_s == 0.002
     fixed = create_app(Config(planned_sockets=1000, broadcast_fanout_s=2.0, fanout_core_wait_ms=0), async_mode="gevent")
     assert fixed.extensions["socketio"].server.manager._pace.adaptive is False
-    assert manager.pace_gauge is not None  # siokit_fanout_pace
+    registry = paced.extensions["siokit"].metrics.registry
+    assert registry.get_sample_value("siokit_fanout_pace") == 500.0  # read from the pace at each scrape
+    manager._pace.rate = 125.0
+    assert registry.get_sample_value("siokit_fanout_pace") == 125.0
     threads = create_app(cfg, async_mode="threading", upstream_patches=True)
     assert threads.extensions["socketio"].server.manager._paced is False  # slices yield to gevent's hub
     stock = create_app(cfg, async_mode="gevent", upstream_patches=False)
