@@ -32,7 +32,8 @@ step whose pooled p95 fan-out met the SLO, siokit/lab/slo.py). Beside it, each s
 delivered broadcast message: user+system CPU-seconds of the server processes (uWSGI instances only
 for siokit, nginx shown apart; the node process) over the load generator's hold window, divided
 by the messages received in that window (Engine.IO pings included, so an upper bound), and the
-server's own socket count (/healthz) at the end of each step against the load generator's.
+server's own socket count (/healthz, the last reading that returned before the hold ended) at the end
+of each step against the load generator's; MISMATCH when they differ.
 
 Each target's ramp is bounded by --ramp-timeout (default 120 s; 0 = wait for the full ramp): it is
 passed to `siokit load --ramp-timeout`, which then holds what it reached for --hold seconds and
@@ -87,24 +88,50 @@ def tree_cpu_s(pids: list[int]) -> float:
     return total
 
 
-def cpu_per_message(report: dict[str, Any], cpu: list[tuple[float, float]], offset: float) -> dict[str, Any]:
+def _hold_window(report: dict[str, Any]) -> tuple[float, float]:
+    """The load's hold as wall-clock times (its ``started_at`` plus the ramp, plus the hold)."""
+    start = float(report["started_at"]) + float(report["duration"]["ramp_s"])
+    return start, start + float(report["duration"]["hold_s"])
+
+
+def cpu_per_message(report: dict[str, Any], cpu: list[tuple[float, float]]) -> dict[str, Any]:
     """Server CPU-seconds over the load's hold window per broadcast message received in it.
 
-    ``cpu`` holds (seconds since the load started, cumulative CPU-seconds); the window is the
-    first and last hold sample of the load's timeline (its clock starts ``offset`` s later)."""
+    ``cpu`` holds (wall-clock time, cumulative CPU-seconds); the window is the first and last hold
+    sample of the load's timeline, whose times are seconds since its ``started_at``."""
     hold = [s for s in report["timeline"] if s["phase"] == "hold" and "received" in s]
     if len(hold) < 2 or len(cpu) < 2:
         return {"server_cpu_s": None, "received": 0, "us_per_message": None}
+    t0 = float(report["started_at"])
 
     def at(t: float) -> float:
         return min(cpu, key=lambda c: abs(c[0] - t))[1]
 
-    used = at(hold[-1]["t"] + offset) - at(hold[0]["t"] + offset)
+    used = at(t0 + hold[-1]["t"]) - at(t0 + hold[0]["t"])
     got = hold[-1]["received"] - hold[0]["received"]
     return {
         "server_cpu_s": round(used, 3),
         "received": got,
         "us_per_message": round(used / got * 1e6, 1) if got else None,
+    }
+
+
+def counts_at_hold_end(report: dict[str, Any], counts: list[tuple[float, int | None]]) -> dict[str, Any]:
+    """The servers' own socket count at the end of the hold beside the load generator's.
+
+    ``counts`` holds (wall-clock time the last instance's reading returned, their sum or None if one
+    did not answer). Only a reading that returned before the hold ended counts: one that began in the
+    hold and returned during the load's closes reads short (it did, as 7,099 of 8,000, when readings
+    were stamped when they began and the load's start was guessed)."""
+    _, hold_end = _hold_window(report)
+    in_hold = [(t, c) for t, c in counts if t <= hold_end and c is not None]
+    server = in_hold[-1][1] if in_hold else None
+    client = int(report["connections"]["held_at_end"])
+    return {
+        "server_count_end": server,
+        "server_count_end_before_hold_end_s": round(hold_end - in_hold[-1][0], 2) if in_hold else None,
+        "client_count_end": client,
+        "server_count_match": None if server is None else server == client,
     }
 
 
@@ -321,25 +348,20 @@ def run_slo_step(
         cmd += ["--ramp-timeout", str(args.ramp_timeout)]
     series: dict[str, list[tuple[float, float]]] = {g: [] for g in groups}
     counts: list[tuple[float, int | None]] = []
-    t0 = time.monotonic()
     # the token in the environment, not on the command line (`ps` shows those)
     env = dict(os.environ, PYTHONPATH=str(ROOT), SIOKIT_ADMIN_TOKEN=token)
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # wall-clock stamps, the load report's clock (its started_at): the same host, so no start-up guess
     while proc.poll() is None:
-        now = time.monotonic() - t0
         for g, pids in groups.items():
-            series[g].append((now, tree_cpu_s(pids)))
+            series[g].append((time.time(), tree_cpu_s(pids)))
         if health:
             vals = [read_server_count(u, timeout=2) for u in health]
-            counts.append((now, None if None in vals else sum(v for v in vals if v is not None)))
+            counts.append((time.time(), None if None in vals else sum(v for v in vals if v is not None)))
         time.sleep(0.5)
     r = json.loads(report.read_text())
-    offset = 0.5  # interpreter start-up of `siokit load` before its clock starts, roughly
-    extras: dict[str, Any] = {g: cpu_per_message(r, series[g], offset) for g in groups}
-    hold_end = r["duration"]["ramp_s"] + r["duration"]["hold_s"]
-    in_hold = [c for t, c in counts if t <= hold_end + offset and c is not None]
-    extras["server_count_end"] = in_hold[-1] if in_hold else None
-    extras["client_count_end"] = r["connections"]["held_at_end"]
+    extras: dict[str, Any] = {g: cpu_per_message(r, series[g]) for g in groups}
+    extras.update(counts_at_hold_end(r, counts))
     return r, extras
 
 
@@ -404,9 +426,11 @@ def print_slo(results: dict[str, Any]) -> None:
         print(slo.format_table(result))
         for row in result["steps"]:
             cpu = {g: v["us_per_message"] for g, v in row.items() if isinstance(v, dict) and "us_per_message" in v}
+            match = {True: "", False: " MISMATCH", None: " (not read)"}[row.get("server_count_match")]
             print(
                 f"  {row['clients']:>7} clients: server CPU us per delivered message {cpu}; "
-                f"server count at end {row.get('server_count_end')} vs load generator {row.get('client_count_end')}"
+                f"server count at end {row.get('server_count_end')} vs load generator "
+                f"{row.get('client_count_end')}{match}"
             )
     if {"siokit", "node"} <= set(results):
         s, n = results["siokit"]["capacity"], results["node"]["capacity"]
@@ -476,6 +500,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.html:
         ap.error("--html goes with --slo-p95-ms (the load runs write their own HTML reports)")
+    if args.siokit_var:
+        ap.error("--siokit-var goes with --slo-p95-ms (only that mode starts the siokit stack)")
     if args.ramp_timeout < 0:
         ap.error("--ramp-timeout must be >= 0")
     results: dict[str, dict[str, Any]] = {}

@@ -123,3 +123,52 @@ def test_siokit_vars_are_yaml_scalars_and_a_pair_without_a_name_is_refused() -> 
     for bad in ("app_fanout_core_wait_ms", "=3"):
         with pytest.raises(ValueError, match="--siokit-var takes NAME=VALUE"):
             compare._template_vars([bad])
+
+
+def test_siokit_vars_without_the_slo_mode_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        compare.main(["--siokit-var", "app_fanout_pacing=false", "--targets", "node"])
+    assert exc.value.code == 2
+    assert "--siokit-var goes with --slo-p95-ms" in capsys.readouterr().err
+
+
+def _held(started_at: float) -> dict[str, Any]:
+    """300 clients held; the ramp took 3 s and the hold 5 s, so the hold ends at started_at + 8."""
+    r = load_report(target=300, established=300, connected=300, peak=300, ramp_s=3.0, timeline=[])
+    r["started_at"] = started_at
+    return r
+
+
+def test_the_end_count_is_the_last_reading_that_returned_inside_the_hold() -> None:
+    r = _held(1000.0)
+    assert r["connections"]["held_at_end"] == 300
+    counts: list[tuple[float, int | None]] = [
+        (1004.0, 300),
+        (1007.9, 300),
+        (1007.95, None),  # one instance did not answer
+        (1008.4, 120),  # began in the hold, returned during the load's closes
+        (1009.0, 0),
+    ]
+    got = compare.counts_at_hold_end(r, counts)
+    assert got == {
+        "server_count_end": 300,
+        "server_count_end_before_hold_end_s": 0.1,
+        "client_count_end": 300,
+        "server_count_match": True,
+    }
+    short = compare.counts_at_hold_end(r, [(1006.0, 290), (1008.5, 300)])
+    assert short["server_count_end"] == 290 and short["server_count_match"] is False
+    unread = compare.counts_at_hold_end(r, [(1008.5, 300), (1007.0, None)])
+    assert unread["server_count_end"] is None and unread["server_count_match"] is None
+
+
+def test_cpu_per_message_reads_the_cpu_series_on_the_loads_wall_clock() -> None:
+    r = _held(1000.0)
+    r["timeline"] = [
+        {"t": 2.0, "phase": "ramp", "received": 0},
+        {"t": 4.0, "phase": "hold", "received": 1_000},
+        {"t": 8.0, "phase": "hold", "received": 11_000},
+    ]
+    # cumulative CPU-seconds: 0.1 s at 1004 and 0.4 s at 1008; the samples near 0 and 9 s are off-window
+    cpu = [(1000.0, 0.0), (1004.1, 0.1), (1007.9, 0.4), (1009.0, 0.9)]
+    assert compare.cpu_per_message(r, cpu) == {"server_cpu_s": 0.3, "received": 10_000, "us_per_message": 30.0}
