@@ -10,7 +10,6 @@ from prometheus_client import (
     Gauge,
     Info,
     PlatformCollector,
-    ProcessCollector,
     generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -18,6 +17,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
 from app.hublag import HubLag
+from app.process_metrics import ProcessMetrics
 from app.upstream.frame_writer import STATS
 
 __all__ = ["CONTENT_TYPE_LATEST", "DISCONNECT_REASONS", "Metrics"]
@@ -107,7 +107,7 @@ class Metrics:
             registry=self.registry,
         )
         # Process RSS, open fds and their limit (process_open_fds / process_max_fds), Python version.
-        ProcessCollector(registry=self.registry)
+        ProcessMetrics(self.registry)
         PlatformCollector(registry=self.registry)
         self.info = Info("siokit_instance", "Identity of this app instance", registry=self.registry)
         self.info.info({"instance_id": instance_id, "async_mode": async_mode, "websocket_driver": websocket_driver})

@@ -1,0 +1,72 @@
+"""app/process_metrics.py: the stock process_* metrics, open fds counted without listing /proc/self/fd."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+
+from app import process_metrics
+from app.process_metrics import ProcessMetrics, open_fds
+
+
+def _lines(registry: CollectorRegistry) -> dict[str, str]:
+    """Exposition lines keyed by their sample name (or '# HELP name' / '# TYPE name')."""
+    out = {}
+    for line in generate_latest(registry).decode().splitlines():
+        key = " ".join(line.split(" ")[:3]) if line.startswith("#") else line.split(" ")[0]
+        out[key] = line
+    return out
+
+
+def test_the_stock_collectors_names_help_and_values() -> None:
+    stock, ours = CollectorRegistry(), CollectorRegistry()
+    ProcessCollector(registry=stock)
+    ProcessMetrics(ours)
+    a, b = _lines(stock), _lines(ours)
+    assert set(a) == set(b)
+    cpu = "process_cpu_seconds_total"
+    differ = {k for k in a if a[k] != b[k]} - {cpu}  # CPU ticks on between the two reads
+    # the stock count includes the fd its own listing holds open
+    assert differ == {"process_open_fds"}
+    assert float(a["process_open_fds"].split()[1]) == float(b["process_open_fds"].split()[1]) + 1
+    assert float(b[cpu].split()[1]) >= float(a[cpu].split()[1]) - 0.02
+
+
+def test_open_fds_follows_the_process(tmp_path: Any) -> None:
+    before = open_fds()
+    files = [open(tmp_path / f"f{i}", "w") for i in range(50)]  # noqa: SIM115
+    try:
+        assert open_fds() == before + 50
+    finally:
+        for f in files:
+            f.close()
+    assert open_fds() == before
+
+
+def test_the_kernels_count_is_used_where_it_gives_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    listed: list[str] = []
+    real_listdir = os.listdir
+
+    def listdir(path: str) -> list[str]:
+        listed.append(path)
+        return real_listdir(path)
+
+    monkeypatch.setattr(process_metrics.os, "listdir", listdir)
+    n = open_fds()
+    if os.stat("/proc/self/fd").st_size > 0:  # Linux >= 6.2
+        assert listed == [] and n == os.stat("/proc/self/fd").st_size
+    else:
+        assert listed == ["/proc/self/fd"]
+
+
+def test_a_kernel_that_gives_no_count_gets_the_listing(monkeypatch: pytest.MonkeyPatch) -> None:
+    class NoSize:
+        st_size = 0
+
+    monkeypatch.setattr(process_metrics.os, "stat", lambda path: NoSize())
+    # the listing's own fd is in it, as in the stock collector's count
+    assert open_fds() == len(os.listdir("/proc/self/fd"))
+    assert open_fds() > 0
