@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Flask, Response, jsonify, render_template
+from flask import Flask, Response, jsonify, render_template, request
 
 from app.metrics import CONTENT_TYPE_LATEST
 from app.state import AppState
@@ -33,7 +33,9 @@ def register_routes(app: Flask, state: AppState) -> None:
 
     @app.get("/metrics")
     def metrics() -> Response:
-        return Response(state.metrics.render(), content_type=CONTENT_TYPE_LATEST)
+        # name[]=... selects series, as prometheus_client's own exporter does
+        names = request.args.getlist("name[]")
+        return Response(state.metrics.render(names), content_type=CONTENT_TYPE_LATEST)
 
 
 def _monkey_patched() -> bool | None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import cast
 
 from prometheus_client import (
     CollectorRegistry,
@@ -157,8 +158,16 @@ class Metrics:
         """Live sockets per namespace on this instance."""
         return dict(self._counts)
 
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
+    def render(self, names: Sequence[str] = ()) -> bytes:
+        """The exposition text; with ``names``, only those series (prometheus_client's ``name[]``).
+
+        A restricted render calls only the collectors that own a named series, so a caller that
+        reads a few counters often (siokit bench, once a second) does not pay for the process
+        collector, which lists /proc/self/fd on kernels before 6.2 (app/process_metrics.py)."""
+        if not names:
+            return generate_latest(self.registry)
+        # RestrictedRegistry has collect() but is not a Collector subclass
+        return generate_latest(cast(Collector, self.registry.restricted_registry(names)))
 
 
 def listener_running(manager: object) -> float:

@@ -107,3 +107,27 @@ def test_direct_unwraps_only_python_instances() -> None:
     assert direct(direct(layer)) == direct(layer)  # a bound method stays as it is
     partial = functools.partial(fn)
     assert direct(partial) is partial  # a C callable: nothing to gain
+
+
+def test_metrics_by_name_reads_what_bench_parses_without_the_process_collector(
+    app: Any, connect: Any, monkeypatch: Any
+) -> None:
+    from app import process_metrics
+    from siokit.lab import bench
+
+    listed: list[str] = []
+
+    def counting_open_fds(fd_dir: str = "/proc/self/fd") -> int:
+        listed.append(fd_dir)
+        return 0
+
+    monkeypatch.setattr(process_metrics, "open_fds", counting_open_fds)
+    connect().disconnect()
+    connect()
+    text = app.test_client().get(f"/metrics?{bench._DISCONNECT_SERIES}").text
+    assert listed == []  # the restricted scrape never asked for the fd count
+    assert "process_" not in text and "siokit_connected_sockets" not in text
+    assert bench.parse_disconnects(text) == {"client disconnect": 1, bench.SLOW_CONSUMER: 0}
+    # an unrestricted scrape still has everything
+    full = app.test_client().get("/metrics").text
+    assert listed and "process_open_fds" in full and 'siokit_connected_sockets{namespace="/"} 1.0' in full
