@@ -82,7 +82,7 @@ class ProcessMetrics(Collector):
                 CounterMetricFamily(
                     "process_cpu_seconds_total",
                     "Total user and system CPU time spent in seconds.",
-                    (float(parts[11]) + float(parts[12])) / ticks,
+                    float(parts[11]) / ticks + float(parts[12]) / ticks,  # as the stock sums them
                 ),
             ]
         except OSError:
