@@ -2,7 +2,8 @@
 
 One uWSGI instance (the deployment's ini, rendered for loopback by siokit/lab/servers.py), N idle websocket clients
 from `siokit load`, then:
-- idle phase: the worker's CPU-seconds over IDLE seconds, all of it Engine.IO pings (N per interval);
+- idle phase: the worker's CPU-seconds over IDLE seconds, all of it Engine.IO pings, divided by the
+  pings it wrote (its write() calls: nothing else writes then; nominally N per interval);
 - broadcast phase: K admin broadcasts to everyone, WAIT seconds apart; CPU above the idle rate / (K*N);
 - memory: the worker's RSS with N sockets minus its RSS before the first client, / N.
 CPU is process CPU (utime+stime from /proc), not wall-clock: robust to the other engineers' load.
@@ -52,6 +53,15 @@ def cpu_split(pid: int) -> tuple[float, float]:
 
 def cpu_seconds(pid: int) -> float:
     return sum(cpu_split(pid))
+
+
+def write_calls(pid: int) -> int:
+    """write()-type system calls the process has made (/proc/PID/io syscw). In the idle phase the
+    worker writes nothing but Engine.IO pings, one os.write() each (app/upstream/frame_writer.py)."""
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("syscw:"):
+            return int(line.split()[1])
+    raise RuntimeError("no syscw")
 
 
 def rss_kb(pid: int) -> int:
@@ -211,16 +221,21 @@ def measure(
             spy = None
             if args.py_spy and args.py_spy_phase == "idle":
                 spy = record(wpid, args.py_spy, args.idle)
-            (u0, s0), t0 = cpu_split(wpid), time.monotonic()
+            (u0, s0), t0, w0 = cpu_split(wpid), time.monotonic(), write_calls(wpid)
             c0 = u0 + s0
             time.sleep(args.idle)
             if spy is not None:
                 spy.wait(timeout=120)
             idle_s = time.monotonic() - t0
             u1, s1 = cpu_split(wpid)
+            writes = write_calls(wpid) - w0
             idle_rate = (u1 + s1 - c0) / idle_s
-            pings = args.clients / args.ping_interval  # round trips per second
+            # Round trips per second: the pings the worker wrote, not the nominal N per interval,
+            # since a ping may leave up to a tick late (app/upstream/ping_timer.py).
+            pings = writes / idle_s
             out["idle_cpu_per_s"] = round(idle_rate, 4)
+            out["pings_per_s_written"] = round(pings, 1)
+            out["pings_per_s_nominal"] = round(args.clients / args.ping_interval, 1)
             out["us_per_ping_round_trip"] = round(idle_rate / pings * 1e6, 1)
             # The system part: on loopback a write() also runs the receiving side's TCP path.
             out["us_per_ping_round_trip_system"] = round((s1 - s0) / idle_s / pings * 1e6, 1)

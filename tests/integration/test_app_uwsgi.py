@@ -140,7 +140,7 @@ def test_engineio_pings_keep_idle_websocket_alive(tmp_path: Path) -> None:
 
 
 def test_server_pings_on_schedule_from_the_timer(tmp_path: Path) -> None:
-    # app/upstream/ping_timer.py: pings come from a libev timer, one per interval after each pong.
+    # app/upstream/ping_timer.py: pings come from shared timers, one per interval (at most a tick late) after each pong.
     env = {**BASE_ENV, "SIOKIT_PING_INTERVAL": "1", "SIOKIT_PING_TIMEOUT": "2"}
     with run_uwsgi(tmp_path, env=env) as proc:
         ws = _raw_session(proc)
