@@ -31,7 +31,7 @@ from typing import Any
 # The tick a socket's pending ping is due at, None when none is pending. A bucket fires a socket
 # only if this still names it, so a ping sent early (tests) is not sent again by its bucket.
 _DUE_ATTR = "_siokit_ping_due"
-TICK_FRACTION = 0.05  # of the interval: a ping is at most 5% late
+TICKS_PER_INTERVAL = 20  # a ping is at most 5% of its interval late
 MAX_TICK_S = 1.0
 
 _PING: list[Any] = []  # one shared PING packet: its websocket frame is built once (ws_frame.py)
@@ -46,7 +46,7 @@ def _ping_packet() -> Any:
 
 
 def tick_for(interval: float) -> float:
-    return min(MAX_TICK_S, interval * TICK_FRACTION)
+    return min(MAX_TICK_S, interval / TICKS_PER_INTERVAL)
 
 
 def _fire(sock: Any) -> None:
