@@ -7,7 +7,7 @@ two switches. At 160k sockets that is 160k parked greenlets for a job a timer do
 
 Why shared: with a timer per socket, pings leave one per wake-up, spread evenly over the interval,
 and each one wakes the worker, nginx and the client's process on its own; so do the pongs. With
-5,000 loopback clients pinged every 5 s, perf put ~20% of a worker's samples at the kernel's switch
+5,000 loopback clients pinged every 5 s, perf put up to ~20% of a worker's samples at the kernel's switch
 back into it. Here a ping is due at the end of a tick of ``tick_for(interval)`` (1/20 of the
 interval, at most 1 s), and all sockets due in one tick share one timer, so they are written in one
 wake-up and their pongs come back together. A ping is never early on the loop's clock and at most a
