@@ -46,20 +46,6 @@ class ProcessMetrics(Collector):
             pass  # no /proc: nothing to export, as the stock collector
         registry.register(self)
 
-    def describe(self) -> Iterable[Metric]:
-        # The names without reading /proc: the registry learns them at registration without a
-        # listing, and a restricted scrape (name[]) that names none of them skips this collector.
-        return [
-            GaugeMetricFamily(name, "")
-            for name in (
-                "process_virtual_memory_bytes",
-                "process_resident_memory_bytes",
-                "process_start_time_seconds",
-                "process_open_fds",
-                "process_max_fds",
-            )
-        ] + [CounterMetricFamily("process_cpu_seconds_total", "")]
-
     def collect(self) -> Iterable[Metric]:
         if not self._btime:
             return []
