@@ -89,16 +89,12 @@ class _Buckets:
 
 # Per hub (one per thread) and tick, so servers with different intervals keep their own precision.
 _buckets: weakref.WeakKeyDictionary[Any, dict[float, _Buckets]] = weakref.WeakKeyDictionary()
-_last: list[Any] = []  # (hub, interval, its buckets) of the last call: every call, in a worker
 
 
 def _buckets_for(interval: float) -> _Buckets:
     from gevent import get_hub
 
     hub = get_hub()
-    last = _last
-    if last and last[0] is hub and last[1] == interval:
-        return last[2]
     per_tick = _buckets.get(hub)
     if per_tick is None:
         per_tick = _buckets[hub] = {}
@@ -106,7 +102,6 @@ def _buckets_for(interval: float) -> _Buckets:
     found = per_tick.get(tick)
     if found is None:
         found = per_tick[tick] = _Buckets(hub.loop, tick)
-    _last[:] = [hub, interval, found]
     return found
 
 
